@@ -1,0 +1,122 @@
+"""The reference server: ranks, heartbeats and the list of live servers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import reactor
+from twisted.logger import Logger
+
+from bbd import config, protocol
+from bbd.lamport import LamportClock
+from bbd.options import DaemonOptions, tcp_any
+from bbd.protocol import ProtocolError, Request
+from bbd.registry import Registry
+from bbd.services.responder import Responder
+from bbd.services.timers import every
+from bbd.store import write_json_atomic
+
+log = Logger()
+REGISTRY_FILE = "referencia.json"
+
+
+class ReferenceService(service.Service):
+    def __init__(self, listen: str, data_dir: Path, expiry: float, max_bytes: int,
+                 clock: Any = reactor) -> None:
+        self.listen = listen
+        self.data_dir = data_dir
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.lamport = LamportClock()
+        self.responder = Responder(self.lamport, time.time, log)
+        path = data_dir / REGISTRY_FILE
+        entries = json.loads(path.read_text()) if path.exists() else []
+        self.registry = Registry(expiry, entries)
+        self.conn = None
+        self.factory = None
+
+    def startService(self) -> None:
+        from bbd import sockets
+
+        super().startService()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.factory = sockets.make_factory()
+        self.conn = sockets.RouterServer(
+            self.factory, [sockets.bind(self.listen)], self._on_request, self.max_bytes)
+        log.info("reference listening on {listen}, {n} servers known",
+                 listen=self.listen, n=len(self.registry.servers))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self.factory is not None:
+            self.factory.shutdown()
+            self.factory = None
+
+    def _on_request(self, envelope: list[bytes], body: bytes) -> None:
+        handlers = {"rank": self._rank, "list": self._list, "heartbeat": self._heartbeat}
+        self.responder.handle(lambda out: self.conn.reply(envelope, out), body, handlers)
+
+    def _rank(self, req: Request) -> dict[str, Any]:
+        name = protocol.require_name(req.data, "user", "rank")
+        endpoints = {k: req.data[k] for k in ("sync", "replication")
+                     if isinstance(req.data.get(k), str)}
+        rank, changed = self.registry.rank(name, endpoints, self.clock.seconds())
+        if changed:
+            write_json_atomic(self.data_dir / REGISTRY_FILE, self.registry.entries())
+        log.info("rank {name} -> {rank} clock={clock}", name=name, rank=rank,
+                 clock=self.lamport.value)
+        return {"rank": rank}
+
+    def _list(self, req: Request) -> dict[str, Any]:
+        return {"list": self.registry.live(self.clock.seconds())}
+
+    def _heartbeat(self, req: Request) -> dict[str, Any]:
+        name = req.data.get("user")
+        if not isinstance(name, str):
+            raise ProtocolError("missing field 'user'", "heartbeat")
+        now = self.clock.seconds()
+        server = self.registry.servers.get(name)
+        was_live = server is not None and self.registry.is_live(server, now)
+        if not self.registry.heartbeat(name, now):
+            return {"status": "unknown"}
+        if not was_live:
+            log.info("server {name} (rank {rank}) is live", name=name, rank=server.rank)
+        return {"status": "OK"}
+
+    def expire(self) -> None:
+        for s in self.registry.expire(self.clock.seconds()):
+            log.info("server {name} (rank {rank}) missed its heartbeats: gone",
+                     name=s.name, rank=s.rank)
+
+
+def make(listen: str, data_dir: Path, expiry: float, check_every: float,
+         max_bytes: int) -> service.MultiService:
+    top = service.MultiService()
+    ref = ReferenceService(listen, data_dir, expiry, max_bytes)
+    ref.setServiceParent(top)
+    every(check_every, ref.expire, "heartbeat expiry").setServiceParent(top)
+    return top
+
+
+class Options(DaemonOptions):
+    optParameters = DaemonOptions.optParameters + [
+        ["listen", None, tcp_any("reference"), "endpoint servers reach the reference at"],
+        ["data", None, "dados-referencia", "directory for the persisted rank registry"],
+        ["expiry", None, None, "seconds without heartbeats before a server leaves the list",
+         float],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["expiry"] is None:
+            self["expiry"] = config.timing("heartbeat_expiry")
+
+
+def makeService(options: Options) -> service.MultiService:
+    expiry = options["expiry"]
+    return make(options["listen"], Path(options["data"]), expiry, min(0.5, expiry / 4),
+                options["max-bytes"])

@@ -1,0 +1,76 @@
+"""Broker (ROUTER/DEALER) and pub/sub proxy (XSUB/XPUB).
+
+Both only move frames, so they run pyzmq's built-in steerable proxy in a thread: it
+forwards in C at several times the rate a Python loop could, and the reactor stays free to
+log and to stop it cleanly (TERMINATE on the control socket).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zmq
+from twisted.application import service
+from twisted.logger import Logger
+
+log = Logger()
+
+
+class RelayService(service.Service):
+    def __init__(self, what: str, front: tuple[int, str], back: tuple[int, str],
+                 max_bytes: int) -> None:
+        self.what = what
+        self.front_type, self.front_addr = front
+        self.back_type, self.back_addr = back
+        self.max_bytes = max_bytes
+        self.ctx: zmq.Context | None = None
+        self.thread: threading.Thread | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.ctx = zmq.Context()
+        front = self.ctx.socket(self.front_type)
+        back = self.ctx.socket(self.back_type)
+        for sock in (front, back):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_bytes)
+        # Bind here, not in the thread, so a port in use fails the daemon's start loudly.
+        front.bind(self.front_addr)
+        back.bind(self.back_addr)
+        control = f"inproc://{self.what}-control-{id(self)}"
+        ctrl_in = self.ctx.socket(zmq.PAIR)
+        ctrl_in.bind(control)
+        self.ctrl_out = self.ctx.socket(zmq.PAIR)
+        self.ctrl_out.connect(control)
+        self.thread = threading.Thread(
+            target=self._run, args=(front, back, ctrl_in), name=self.what, daemon=True)
+        self.thread.start()
+        log.info("{what} relaying {front} <-> {back}", what=self.what,
+                 front=self.front_addr, back=self.back_addr)
+
+    def _run(self, front: zmq.Socket, back: zmq.Socket, ctrl: zmq.Socket) -> None:
+        try:
+            zmq.proxy_steerable(front, back, None, ctrl)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            for sock in (front, back, ctrl):
+                sock.close(0)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self.thread is not None:
+            self.ctrl_out.send(b"TERMINATE")
+            self.thread.join(5)
+            self.ctrl_out.close(0)
+            self.ctx.term()
+            self.thread = None
+            log.info("{what} stopped", what=self.what)
+
+
+def broker(frontend: str, backend: str, max_bytes: int) -> service.Service:
+    return RelayService("broker", (zmq.ROUTER, frontend), (zmq.DEALER, backend), max_bytes)
+
+
+def proxy(xsub: str, xpub: str, max_bytes: int) -> service.Service:
+    return RelayService("proxy", (zmq.XSUB, xsub), (zmq.XPUB, xpub), max_bytes)

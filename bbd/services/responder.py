@@ -1,0 +1,79 @@
+"""Request dispatch shared by every daemon port: decode, stamp, reply exactly once.
+
+Whatever a handler does (return a dict, return a Deferred, raise ProtocolError, crash), the
+requester gets one reply in its own format (MessagePack or JSON), with the Lamport clock
+ticked for the send. A ROUTER keeps nothing per request, so a forgotten reply would only
+leave the client waiting: hence the single exit point here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from bbd import protocol
+from bbd.lamport import LamportClock
+from bbd.protocol import ProtocolError, Request
+
+Handler = Callable[[Request], "dict[str, Any] | defer.Deferred"]
+
+
+class Responder:
+    def __init__(self, lamport: LamportClock, now: Callable[[], float], log: Logger) -> None:
+        self.lamport = lamport
+        self.now = now
+        self.log = log
+
+    def handle(self, send: Callable[[bytes], None], body: bytes,
+               handlers: dict[str, Handler]) -> None:
+        try:
+            req = protocol.decode(body)
+        except ProtocolError as e:
+            self.log.info("rejected frame: {why}", why=e.description)
+            self._send(send, e.service, protocol.error_data(e.service, e.description), "msgpack")
+            return
+        self.lamport.observe(protocol.received_clock(req.data))
+        handler = handlers.get(req.service)
+        if handler is None:
+            why = f"unknown service '{req.service}'"
+            self.log.info("rejected {service}: {why}", service=req.service, why=why)
+            self._send(send, req.service, protocol.error_data(req.service, why), req.fmt)
+            return
+        d = defer.maybeDeferred(handler, req)
+        d.addCallback(lambda data: self._send(send, req.service, data, req.fmt))
+        d.addErrback(self._failed, send, req)
+
+    def _failed(self, failure: Any, send: Callable[[bytes], None], req: Request) -> None:
+        if failure.check(ProtocolError):
+            why = failure.value.description
+        else:
+            self.log.failure("error serving {service}", failure, service=req.service)
+            why = "internal error; the request was not applied"
+        self._send(send, req.service, protocol.error_data(req.service, why), req.fmt)
+
+    def _send(self, send: Callable[[bytes], None], service: str, data: dict[str, Any],
+              fmt: protocol.Format) -> None:
+        msg = protocol.message(service, data, clock=self.lamport.tick(), timestamp=self.now())
+        send(protocol.encode(msg, fmt))
+
+
+def call(client: Any, service: str, data: dict[str, Any], *, lamport: LamportClock,
+         now: Callable[[], float], timeout: float) -> defer.Deferred:
+    """One request to a daemon port through a ``DealerClient``; fires with the reply's data
+    (Lamport merged), fails with PeerUnavailable or ProtocolError."""
+    msg = protocol.message(service, data, clock=lamport.tick(), timestamp=now())
+    d = client.request(protocol.encode(msg), timeout)
+
+    def decoded(body: bytes) -> dict[str, Any]:
+        try:
+            reply = protocol.unpack(body)
+            data = reply["data"]
+        except Exception:
+            raise ProtocolError(f"undecodable reply to {service}", service) from None
+        lamport.observe(protocol.received_clock(data))
+        return data
+
+    return d.addCallback(decoded)

@@ -1,0 +1,617 @@
+"""A replicated board server: wires the pure board to the broker, the proxy, the reference
+and its peers.
+
+Life of a write (``login``, ``channel``, ``publish``, ``message``) at its origin:
+validate -> propose an operation (Lamport stamp) -> apply in memory -> journal (group
+commit, fsync) -> send to every live peer and wait for their acks (a peer journals before
+it acks, and returns any competitor it holds) -> decide the outcome by the board's rule ->
+reply -> publish, if it is a post or private message that took effect.
+
+A server takes client requests only once it has caught up with its peers: at start, and
+again after it notices it was paused or cut off.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, reactor
+from twisted.logger import Logger
+from twisted.python import usage
+
+from bbd import config, protocol
+from bbd.commit import GroupCommit
+from bbd.lamport import LamportClock
+from bbd.options import DaemonOptions, tcp_local
+from bbd.physclock import PhysicalClock
+from bbd.protocol import ProtocolError, Request
+from bbd.services.responder import Responder, call
+from bbd.state import Board, Op, ops_from_files
+from bbd.store import DataFiles, Journal
+
+log = Logger()
+
+PULL_BYTES = 256 * 1024  # keep one catch-up reply well under the frame size limit
+
+
+@dataclass
+class ServerConfig:
+    name: str
+    data_dir: Path
+    broker: str
+    publish: str
+    subscribe: str
+    reference: str
+    bind: str
+    host: str
+    sync_port: int
+    replication_port: int
+    max_bytes: int
+    heartbeat_interval: float
+    peer_timeout: float
+    anti_entropy_interval: float
+    snapshot_interval: float
+    reload_interval: float
+    clock_skew: float = 0.0
+    clock_drift: float = 0.0
+    berkeley_interval: float = 10.0
+    berkeley_every: int = 10
+    election_answer_timeout: float = 0.5
+    election_announce_timeout: float = 1.5
+
+    def endpoint(self, port: int) -> str:
+        return f"tcp://{self.host}:{port}"
+
+
+@dataclass
+class Peer:
+    name: str
+    rank: int
+    replication: str
+    sync: str
+    up: bool = True
+    repl_client: Any = None
+    sync_client: Any = None
+
+
+@dataclass
+class _Settling:
+    """Waiters for an own operation whose replication has not finished."""
+
+    waiters: list[defer.Deferred] = field(default_factory=list)
+
+    def wait(self) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self.waiters.append(d)
+        return d
+
+
+class BoardServer(service.Service):
+    def __init__(self, cfg: ServerConfig, clock: Any = reactor) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.lamport = LamportClock()
+        self.physical = PhysicalClock(skew=cfg.clock_skew, drift=cfg.clock_drift)
+        self.responder = Responder(self.lamport, self.physical.now, log)
+        self.board = Board(cfg.name)
+        self.journal = Journal(cfg.data_dir)
+        self.files = DataFiles(cfg.data_dir)
+        self.committer = GroupCommit(self.journal.append)
+        self.rank: int | None = None
+        self.peers: dict[str, Peer] = {}
+        self.ready = False
+        self.catching_up = False
+        self.queued: list[tuple[list[bytes], bytes]] = []
+        self.settling: dict[str, _Settling] = {}
+        self.snapshot_at = -1
+        self.handled = 0
+        self.factory = None
+        self.frontend = None
+        self.coordination = None  # election + Berkeley, attached by the plugin
+
+    # -- start and stop --------------------------------------------------------------
+
+    def startService(self) -> None:
+        from bbd import sockets
+
+        super().startService()
+        self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        records, cut = self.journal.load()
+        if cut:
+            log.warn("journal: cut {cut} bytes of torn tail (never acknowledged)", cut=cut)
+        for record in records:
+            op = Op.from_dict(record)
+            self.board.apply(op)
+            self.lamport.observe(op.clock)
+        self.journal.open()
+        self.snapshot_at = self.board.applied if records else -1
+        log.info("{name}: restored {n} operations from {dir}", name=self.cfg.name,
+                 n=len(records), dir=str(self.cfg.data_dir))
+        self.factory = sockets.make_factory()
+        mb = self.cfg.max_bytes
+        self.replication = sockets.RouterServer(
+            self.factory, [sockets.bind(f"tcp://{self.cfg.bind}:{self.cfg.replication_port}")],
+            self._on_replication, mb)
+        self.sync = sockets.RouterServer(
+            self.factory, [sockets.bind(f"tcp://{self.cfg.bind}:{self.cfg.sync_port}")],
+            self._on_sync, mb)
+        self.publisher = sockets.Publisher(self.factory, [sockets.connect(self.cfg.publish)])
+        self.reference = sockets.DealerClient(self.factory, self.cfg.reference, self.clock, mb)
+        self._last_tick = time.monotonic()
+        self._starting = self._start_up()
+
+    @defer.inlineCallbacks
+    def _start_up(self) -> Any:
+        while self.running and self.rank is None:
+            yield self.heartbeat()
+            if self.rank is None:
+                yield _sleep(self.clock, self.cfg.heartbeat_interval)
+        if not self.running:
+            return
+        yield self.catch_up("start")
+        from bbd import sockets
+
+        self.frontend = sockets.RouterServer(
+            self.factory, [sockets.connect(self.cfg.broker)], self._on_client, self.cfg.max_bytes)
+        log.info("{name} (rank {rank}) serving clients via {broker}", name=self.cfg.name,
+                 rank=self.rank, broker=self.cfg.broker)
+        if self.coordination is not None:
+            self.coordination.started()
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        return self._stop()
+
+    @defer.inlineCallbacks
+    def _stop(self) -> Any:
+        for peer in self.peers.values():
+            self._close_peer(peer)
+        # Let in-flight journal batches finish, then write the files once more.
+        while not self.committer.idle():
+            yield _sleep(self.clock, 0.01)
+        self.write_files()
+        self.journal.close()
+        if self.factory is not None:
+            self.factory.shutdown()
+            self.factory = None
+        log.info("{name} stopped", name=self.cfg.name)
+
+    # -- the reference: registration, heartbeats, peers ------------------------------
+
+    def _ask(self, client: Any, service_: str, data: dict[str, Any]) -> defer.Deferred:
+        return call(client, service_, data, lamport=self.lamport, now=self.physical.now,
+                    timeout=self.cfg.peer_timeout)
+
+    def heartbeat_if_registered(self) -> defer.Deferred | None:
+        """The periodic heartbeat; start-up does its own registration first."""
+        if self.ready and not self.catching_up:
+            return self.heartbeat()
+        return None
+
+    @defer.inlineCallbacks
+    def heartbeat(self) -> Any:
+        """Register (rank) or heartbeat, then refresh the peer list."""
+        try:
+            if self.rank is None:
+                reply = yield self._ask(self.reference, "rank", {
+                    "user": self.cfg.name,
+                    "sync": self.cfg.endpoint(self.cfg.sync_port),
+                    "replication": self.cfg.endpoint(self.cfg.replication_port)})
+                self.rank = int(reply["rank"])
+                log.info("{name} registered with rank {rank}", name=self.cfg.name,
+                         rank=self.rank)
+            else:
+                reply = yield self._ask(self.reference, "heartbeat", {"user": self.cfg.name})
+                if reply.get("status") == "unknown":
+                    log.warn("reference does not know {name}: registering again",
+                             name=self.cfg.name)
+                    self.rank = None
+                    return
+            reply = yield self._ask(self.reference, "list", {})
+            self._update_peers(reply.get("list") or [])
+        except Exception as e:
+            log.warn("reference {ref} unreachable ({why}); keeping the last peer list",
+                     ref=self.cfg.reference, why=str(e))
+
+    def _update_peers(self, listing: list[dict[str, Any]]) -> None:
+        from bbd import sockets
+
+        seen = set()
+        for entry in listing:
+            name = entry.get("name")
+            if name == self.cfg.name or not isinstance(name, str):
+                continue
+            if not isinstance(entry.get("replication"), str):
+                continue
+            seen.add(name)
+            peer = self.peers.get(name)
+            if peer is not None and peer.replication == entry["replication"]:
+                peer.rank = int(entry.get("rank", peer.rank))
+                continue
+            if peer is not None:
+                self._close_peer(peer)
+            peer = Peer(name, int(entry.get("rank", 0)), entry["replication"],
+                        entry.get("sync", ""))
+            peer.repl_client = sockets.DealerClient(
+                self.factory, peer.replication, self.clock, self.cfg.max_bytes)
+            if peer.sync:
+                peer.sync_client = sockets.DealerClient(
+                    self.factory, peer.sync, self.clock, self.cfg.max_bytes)
+            self.peers[name] = peer
+            log.info("peer {peer} (rank {rank}) joined at {ep}", peer=name, rank=peer.rank,
+                     ep=peer.replication)
+        for name in list(self.peers):
+            if name not in seen:
+                log.info("peer {peer} left the reference's list", peer=name)
+                self._close_peer(self.peers.pop(name))
+        if self.coordination is not None:
+            self.coordination.peers_changed()
+
+    def _close_peer(self, peer: Peer) -> None:
+        for client in (peer.repl_client, peer.sync_client):
+            if client is not None:
+                client.close()
+
+    def _peer_down(self, peer: Peer, why: str) -> None:
+        if peer.up:
+            peer.up = False
+            log.warn("peer {peer} is not answering ({why}); it will catch up later",
+                     peer=peer.name, why=why)
+
+    # -- client requests -------------------------------------------------------------
+
+    def _on_client(self, envelope: list[bytes], body: bytes) -> None:
+        if not self.ready:
+            self.queued.append((envelope, body))
+            return
+        self.handled += 1
+        handlers = {
+            "login": self._login, "users": self._users, "channel": self._channel,
+            "channels": self._channels, "publish": self._publish, "message": self._message,
+            "history": self._history,
+        }
+        self.responder.handle(lambda out: self.frontend.reply(envelope, out), body, handlers)
+        if self.coordination is not None:
+            self.coordination.message_handled(self.handled)
+
+    def _users(self, req: Request) -> dict[str, Any]:
+        users = self.board.user_list()
+        log.info("users: {n} clock={clock}", n=len(users), clock=self.lamport.value)
+        return {"users": users}
+
+    def _channels(self, req: Request) -> dict[str, Any]:
+        channels = self.board.channel_list()
+        log.info("channels: {n} clock={clock}", n=len(channels), clock=self.lamport.value)
+        return {"channels": channels}
+
+    def _history(self, req: Request) -> dict[str, Any]:
+        kind, name, limit, before = protocol.history_query(req.data)
+        items = self.board.history(kind, name, limit, before)
+        log.info("history {kind} {name}: {n} items clock={clock}", kind=kind, name=name,
+                 n=len(items), clock=self.lamport.value)
+        return {"messages": items}
+
+    def _login(self, req: Request) -> defer.Deferred:
+        user = protocol.require_name(req.data, "user", "login")
+        return self._write(req, "login", {"user": user}, user)
+
+    def _channel(self, req: Request) -> defer.Deferred:
+        name = protocol.require_name(req.data, "channel", "channel")
+        return self._write(req, "channel", {"channel": name}, name)
+
+    def _publish(self, req: Request) -> defer.Deferred:
+        fields = {"user": protocol.require_name(req.data, "user", "publish"),
+                  "channel": protocol.require_name(req.data, "channel", "publish"),
+                  "message": protocol.require_text(req.data, "message", "publish")}
+        return self._write(req, "publish", fields, f"{fields['user']} -> #{fields['channel']}")
+
+    def _message(self, req: Request) -> defer.Deferred:
+        fields = {"src": protocol.require_name(req.data, "src", "message"),
+                  "dst": protocol.require_name(req.data, "dst", "message"),
+                  "message": protocol.require_text(req.data, "message", "message")}
+        return self._write(req, "message", fields, f"{fields['src']} -> {fields['dst']}")
+
+    @defer.inlineCallbacks
+    def _write(self, req: Request, kind: str, fields: dict[str, str], subject: str) -> Any:
+        service_ = req.service
+        rid = protocol.request_id(req.data, service_)
+        op = self.board.by_rid(rid) if rid is not None else None
+        if op is not None:
+            # A retry: answer as the original was answered, never apply twice.
+            if op.id in self.settling:
+                yield self.settling[op.id].wait()
+            result = self._result(service_, op, subject, retry=True)
+            return result
+        problem = self.board.check(kind, fields)
+        if problem:
+            log.info("{service} {subject} clock={clock} -> erro: {why}", service=service_,
+                     subject=subject, clock=self.lamport.value, why=problem)
+            raise ProtocolError(problem, service_)
+        op = self.board.propose(kind, fields, clock=self.lamport.tick(),
+                                timestamp=self.physical.now(), rid=rid)
+        self.board.apply(op)
+        settling = self.settling[op.id] = _Settling()
+        try:
+            yield self.committer.submit([op.to_dict()])
+            yield self._replicate(op)
+        finally:
+            del self.settling[op.id]
+            for d in settling.waiters:
+                d.callback(None)
+        result = self._result(service_, op, subject, retry=False)
+        if self.board.visible(op) and kind in ("publish", "message"):
+            self._announce(op)
+        return result
+
+    def _result(self, service_: str, op: Op, subject: str, retry: bool) -> dict[str, Any]:
+        why = self.board.outcome(op)
+        log.info("{service} {subject} clock={clock} op={op}{retry} -> {result}",
+                 service=service_, subject=subject, clock=op.clock, op=op.id,
+                 retry=" (retry)" if retry else "", result=why and f"erro: {why}" or "ok")
+        if why:
+            raise ProtocolError(why, service_)
+        return protocol.success_data(service_)
+
+    def _announce(self, op: Op) -> None:
+        f = op.fields
+        if op.kind == "publish":
+            topic = f["channel"]
+            payload = {"service": "publish", "user": f["user"], "channel": f["channel"],
+                       "message": f["message"]}
+        else:
+            topic = f["dst"]
+            payload = {"service": "message", "src": f["src"], "dst": f["dst"],
+                       "user": f["src"], "message": f["message"]}
+        payload.update(timestamp=op.timestamp, clock=op.clock, id=op.id)
+        if not self.publisher.publish(topic, protocol.encode(payload)):
+            log.warn("publication of {op} dropped: proxy queue full", op=op.id)
+
+    # -- replication -----------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _replicate(self, op: Op) -> Any:
+        """Send a durable own operation to every live peer and take in their competitors."""
+        peers = [p for p in self.peers.values() if p.up]
+        if not peers:
+            return
+        data = {"op": op.to_dict()}
+        results = yield defer.DeferredList(
+            [self._ask(p.repl_client, "replicate", data) for p in peers], consumeErrors=True)
+        for peer, (ok, reply) in zip(peers, results, strict=True):
+            if not ok:
+                self._peer_down(peer, reply.getErrorMessage())
+                continue
+            for d in reply.get("competitors") or []:
+                self._take(Op.from_dict(d))
+
+    def _take(self, op: Op) -> defer.Deferred | None:
+        """Apply a peer's operation; the Deferred fires once it is durable here."""
+        self.lamport.observe(op.clock)
+        if not self.board.apply(op):
+            return None
+        return self.committer.submit([op.to_dict()])
+
+    def _on_replication(self, envelope: list[bytes], body: bytes) -> None:
+        handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
+        self.responder.handle(lambda out: self.replication.reply(envelope, out), body, handlers)
+
+    @defer.inlineCallbacks
+    def _replicate_in(self, req: Request) -> Any:
+        try:
+            op = Op.from_dict(req.data.get("op") or {})
+        except ValueError as e:
+            raise ProtocolError(str(e), "replicate") from None
+        durable = self._take(op)
+        if durable is not None:
+            yield durable
+        peer = self.peers.get(op.origin)
+        if peer is not None and not peer.up:
+            peer.up = True
+            log.info("peer {peer} is answering again", peer=peer.name)
+        return {"status": "OK", "competitors": [c.to_dict() for c in self.board.competitors(op)]}
+
+    def _pull_in(self, req: Request) -> dict[str, Any]:
+        vector = req.data.get("vector")
+        if not isinstance(vector, dict):
+            raise ProtocolError("pull needs a 'vector' map", "pull")
+        vector = {str(k): int(v) for k, v in vector.items() if isinstance(v, int)}
+        ops, more = self.board.missing_for(vector, 5000)
+        out, size = [], 0
+        for op in ops:
+            size += 200 + sum(len(v) for v in op.fields.values())
+            if out and size > PULL_BYTES:
+                more = True
+                break
+            out.append(op.to_dict())
+        return {"ops": out, "more": more}
+
+    @defer.inlineCallbacks
+    def pull_from(self, peer: Peer) -> Any:
+        """Fetch everything ``peer`` holds beyond our version vector; the number taken."""
+        taken = 0
+        while self.running:
+            reply = yield self._ask(peer.repl_client, "pull", {"vector": self.board.vector})
+            durable = [d for d in (self._take(Op.from_dict(o)) for o in reply["ops"]) if d]
+            if durable:
+                yield defer.gatherResults(durable)
+            taken += len(durable)
+            if not reply.get("more") or not durable:
+                break
+        if not peer.up:
+            peer.up = True
+            log.info("peer {peer} is answering again", peer=peer.name)
+        return taken
+
+    @defer.inlineCallbacks
+    def catch_up(self, why: str) -> Any:
+        """Pull from every listed peer before (again) serving clients."""
+        self.ready = False
+        self.catching_up = True
+        began = time.monotonic()
+        total = 0
+        try:
+            yield self.heartbeat()
+            for peer in list(self.peers.values()):
+                try:
+                    total += yield self.pull_from(peer)
+                except Exception as e:
+                    self._peer_down(peer, str(e))
+        finally:
+            self.catching_up = False
+        log.info("caught up after {why}: {n} operations from {peers} peers in {s:.3f} s",
+                 why=why, n=total, peers=len(self.peers), s=time.monotonic() - began)
+        self.ready = True
+        queued, self.queued = self.queued, []
+        for envelope, body in queued:
+            self._on_client(envelope, body)
+
+    @defer.inlineCallbacks
+    def anti_entropy(self) -> Any:
+        if not self.ready:
+            return
+        for peer in list(self.peers.values()):
+            try:
+                n = yield self.pull_from(peer)
+            except Exception as e:
+                self._peer_down(peer, str(e))
+                continue
+            if n:
+                log.info("anti-entropy: {n} missing operations from {peer}", n=n,
+                         peer=peer.name)
+
+    def watch_for_pause(self) -> defer.Deferred | None:
+        """A long gap between ticks means we were stopped (SIGSTOP) or starved: the
+        others went on without us, so catch up before answering anyone."""
+        now = time.monotonic()
+        gap, self._last_tick = now - self._last_tick, now
+        if gap > max(1.0, 4 * self.cfg.heartbeat_interval) and self.ready:
+            log.warn("{name} was paused for {gap:.1f} s: catching up before serving",
+                     name=self.cfg.name, gap=gap)
+            return self.catch_up("a pause")
+        return None
+
+    # -- files -----------------------------------------------------------------------
+
+    def write_files(self) -> None:
+        if self.board.applied == self.snapshot_at:
+            return
+        self.snapshot_at = self.board.applied
+        self.files.write(self.board.snapshot())
+
+    def snapshot(self) -> defer.Deferred | None:
+        """Atomically rewrite the four JSON files if anything changed (off the reactor)."""
+        if self.board.applied == self.snapshot_at:
+            return None
+        from twisted.internet import threads
+
+        self.snapshot_at = self.board.applied
+        return threads.deferToThread(self.files.write, self.board.snapshot())
+
+    @defer.inlineCallbacks
+    def reload(self) -> Any:
+        """Merge entries of data files changed on disk by someone else, by id."""
+        from twisted.internet import threads
+
+        changed = yield threads.deferToThread(self.files.changed_by_others)
+        if not changed:
+            return
+        durable = [d for d in (self._take(op) for op in ops_from_files(changed)) if d]
+        if durable:
+            yield defer.gatherResults(durable)
+        log.info("reload: {files} changed on disk; merged {n} new entries",
+                 files=", ".join(sorted(changed)), n=len(durable))
+
+    # -- sync port (clock, election, Berkeley, status) -------------------------------
+
+    def _on_sync(self, envelope: list[bytes], body: bytes) -> None:
+        handlers = {"clock": self._clock, "status": self._status}
+        if self.coordination is not None:
+            handlers.update(self.coordination.handlers())
+        self.responder.handle(lambda out: self.sync.reply(envelope, out), body, handlers)
+
+    def _clock(self, req: Request) -> dict[str, Any]:
+        return {"time": self.physical.now()}
+
+    def _status(self, req: Request) -> dict[str, Any]:
+        status = {
+            "name": self.cfg.name, "rank": self.rank, "ready": self.ready,
+            "clock": self.lamport.value, "offset": self.physical.offset(),
+            "applied": self.board.applied, "vector": self.board.vector,
+            "peers": {p.name: p.up for p in self.peers.values()},
+        }
+        if self.coordination is not None:
+            status.update(self.coordination.status())
+        return status
+
+
+def _sleep(clock: Any, seconds: float) -> defer.Deferred:
+    from twisted.internet import task
+
+    return task.deferLater(clock, seconds, lambda: None)
+
+
+class Options(DaemonOptions):
+    optParameters = DaemonOptions.optParameters + [
+        ["name", None, None, "server name (default: the host name)"],
+        ["data", None, "dados", "data directory (journal and JSON files)"],
+        ["broker", None, tcp_local("backend"), "broker's DEALER endpoint"],
+        ["publish", None, tcp_local("xsub"), "proxy's XSUB endpoint"],
+        ["subscribe", None, tcp_local("xpub"), "proxy's XPUB endpoint (topic servers)"],
+        ["reference", None, tcp_local("reference"), "reference server endpoint"],
+        ["bind", None, "127.0.0.1", "interface for the sync and replication ports ('*': all)"],
+        ["host", None, None, "address peers reach this server at (default: --bind, or the "
+         "host name when binding all)"],
+        ["sync-port", None, config.port("sync"), "clock/election/Berkeley/status port", int],
+        ["replication-port", None, config.port("replication"), "replication port", int],
+        ["clock-skew", None, 0.0, "start with the physical clock this many seconds off", float],
+        ["clock-drift", None, 0.0, "physical clock drift, seconds per second", float],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["name"] is None:
+            self["name"] = socket.gethostname()
+        problem = protocol.name_problem(self["name"], "server")
+        if problem:
+            raise usage.UsageError(f"--name: {problem}")
+        if self["host"] is None:
+            self["host"] = socket.gethostname() if self["bind"] in ("*", "0.0.0.0") \
+                else self["bind"]
+
+
+def makeService(options: Options) -> service.MultiService:
+    from bbd.services.timers import every
+
+    t = config.timing
+    cfg = ServerConfig(
+        name=options["name"], data_dir=Path(options["data"]), broker=options["broker"],
+        publish=options["publish"], subscribe=options["subscribe"],
+        reference=options["reference"], bind=options["bind"], host=options["host"],
+        sync_port=options["sync-port"], replication_port=options["replication-port"],
+        max_bytes=options["max-bytes"], heartbeat_interval=t("heartbeat_interval"),
+        peer_timeout=t("peer_timeout"), anti_entropy_interval=t("anti_entropy_interval"),
+        snapshot_interval=t("snapshot_interval"), reload_interval=t("reload_interval"),
+        clock_skew=options["clock-skew"], clock_drift=options["clock-drift"],
+        berkeley_interval=t("berkeley_interval"),
+        berkeley_every=int(t("berkeley_every_messages")),
+        election_answer_timeout=t("election_answer_timeout"),
+        election_announce_timeout=t("election_announce_timeout"),
+    )
+    top = service.MultiService()
+    server = BoardServer(cfg)
+    server.setServiceParent(top)
+    # Timers start after the server (MultiService order) and stop before it.
+    for interval, fn, what in [
+        (cfg.heartbeat_interval, server.heartbeat_if_registered, "heartbeat"),
+        (cfg.snapshot_interval, server.snapshot, "JSON snapshot"),
+        (cfg.reload_interval, server.reload, "JSON reload"),
+        (cfg.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
+        (0.2, server.watch_for_pause, "pause watch"),
+    ]:
+        every(interval, fn, what).setServiceParent(top)
+    return top
