@@ -1,0 +1,69 @@
+"""A small load generator: N concurrent clients, each sending requests back to back.
+
+Prints throughput and latency percentiles. Each client is a thread with its own REQ
+socket (pyzmq releases the GIL while it waits), so requests are in flight concurrently.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+import uuid
+
+from bbd.client import Client
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def run(frontend: str, clients: int, seconds: float, service: str = "publish") -> dict:
+    tag = uuid.uuid4().hex[:6]
+    setup = Client(frontend, timeout=5)
+    user, channel = f"bench-{tag}", f"bench-{tag}"
+    setup.request("login", {"user": user})
+    setup.request("channel", {"channel": channel})
+    setup.close()
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def worker(k: int) -> None:
+        c = Client(frontend, timeout=5)
+        n = 0
+        while time.monotonic() < stop:
+            n += 1
+            data = {"user": user, "channel": channel, "message": f"m{k}-{n}"} \
+                if service == "publish" else {}
+            t0 = time.perf_counter()
+            reply = c.request(service, data)
+            latencies[k].append(time.perf_counter() - t0)
+            if reply.get("status") == "erro":
+                errors[k] += 1
+        c.close()
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - began
+    lat = sorted(x for per in latencies for x in per)
+    return {
+        "service": service, "clients": clients, "requests": len(lat), "errors": sum(errors),
+        "seconds": elapsed, "rate": len(lat) / elapsed,
+        "p50_ms": percentile(lat, 50) * 1e3, "p90_ms": percentile(lat, 90) * 1e3,
+        "p99_ms": percentile(lat, 99) * 1e3,
+        "mean_ms": statistics.fmean(lat) * 1e3 if lat else float("nan"),
+    }
+
+
+def line(r: dict) -> str:
+    return (f"{r['service']:<8} clients={r['clients']:<3} requests={r['requests']:<6} "
+            f"errors={r['errors']:<3} rate={r['rate']:8.1f}/s  p50={r['p50_ms']:6.2f} ms  "
+            f"p90={r['p90_ms']:6.2f} ms  p99={r['p99_ms']:6.2f} ms")

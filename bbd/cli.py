@@ -1,0 +1,98 @@
+"""The ``bbd`` command: ``up`` (run the board locally), ``status``, ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bbd import config
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) if x.strip() else 0.0 for x in text.split(",")]
+    except ValueError:
+        why = f"expected numbers separated by commas: {text!r}"
+        raise argparse.ArgumentTypeError(why) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bbd", description="BulletInBoard tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start reference, proxy, broker, servers (and bots)")
+    up.add_argument("--servers", type=int, default=3)
+    up.add_argument("--bots", type=int, default=0)
+    up.add_argument("--bot-interval", type=float, default=3.0)
+    up.add_argument("--data", type=Path, default=Path("run"),
+                    help="directory for each daemon's pid, log and data (default: run)")
+    up.add_argument("--clock-skews", type=_floats, default=[],
+                    help="per-server physical clock skew in seconds, e.g. -3,0,5")
+    st = sub.add_parser("status", help="one row per live server")
+    st.add_argument("--reference", default=f"tcp://127.0.0.1:{config.port('reference')}")
+    st.add_argument("--timeout", type=float, default=1.0)
+    bench = sub.add_parser("bench", help="load: concurrent clients against the broker")
+    bench.add_argument("--frontend", default=f"tcp://127.0.0.1:{config.port('frontend')}")
+    bench.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    bench.add_argument("--seconds", type=float, default=5.0)
+    bench.add_argument("--service", default="publish", choices=["publish", "channels"])
+    args = parser.parse_args(argv)
+
+    if args.command == "up":
+        from bbd import launcher
+
+        if args.servers < 1:
+            parser.error("--servers must be at least 1")
+        layout = launcher.Layout(args.data.resolve(), servers=args.servers,
+                                 skews=args.clock_skews)
+        return launcher.run(layout, args.bots, args.bot_interval)
+    if args.command == "status":
+        return status(args.reference, args.timeout)
+    if args.command == "bench":
+        from bbd import bench as b
+
+        for n in args.clients:
+            print(b.line(b.run(args.frontend, n, args.seconds, args.service)), flush=True)
+        return 0
+    return 2
+
+
+def _ask(endpoint: str, service: str, timeout: float) -> dict | None:
+    from bbd.client import Client, Unavailable
+
+    c = Client(endpoint, timeout=timeout, retries=1)
+    try:
+        return c.request(service, {})
+    except Unavailable:
+        return None
+    finally:
+        c.close()
+
+
+def status(reference: str, timeout: float) -> int:
+    listing = _ask(reference, "list", timeout)
+    if listing is None:
+        print(f"reference {reference} does not answer", file=sys.stderr)
+        return 1
+    rows = [("", "name", "rank", "ready", "coordinator", "lamport", "offset s", "last sync",
+             "applied")]
+    for entry in listing.get("list", []):
+        s = _ask(entry.get("sync", ""), "status", timeout) if entry.get("sync") else None
+        if s is None:
+            rows.append(("?", entry["name"], str(entry["rank"]), "no answer", "", "", "", "",
+                         ""))
+            continue
+        mark = "*" if s.get("coordinator") == s.get("name") else ""
+        last = s.get("last_sync")
+        rows.append((mark, s["name"], str(s["rank"]), str(s["ready"]),
+                     str(s.get("coordinator")), str(s["clock"]), f"{s['offset']:+.4f}",
+                     "never" if last is None else f"{last:.3f}", str(s["applied"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    print("(* = coordinator)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
