@@ -129,7 +129,6 @@ class BoardServer(service.Service):
             self.board.apply(op)
             self.lamport.observe(op.clock)
         self.journal.open()
-        self.snapshot_at = self.board.applied if records else -1
         log.info("{name}: restored {n} operations from {dir}", name=self.cfg.name,
                  n=len(records), dir=str(self.cfg.data_dir))
         self.factory = sockets.make_factory()
@@ -219,38 +218,51 @@ class BoardServer(service.Service):
                      ref=self.cfg.reference, why=str(e))
 
     def _update_peers(self, listing: list[dict[str, Any]]) -> None:
-        from bbd import sockets
-
         seen = set()
         for entry in listing:
-            name = entry.get("name")
-            if name == self.cfg.name or not isinstance(name, str):
-                continue
-            if not isinstance(entry.get("replication"), str):
-                continue
-            seen.add(name)
-            peer = self.peers.get(name)
-            if peer is not None and peer.replication == entry["replication"]:
-                peer.rank = int(entry.get("rank", peer.rank))
-                continue
-            if peer is not None:
-                self._close_peer(peer)
-            peer = Peer(name, int(entry.get("rank", 0)), entry["replication"],
-                        entry.get("sync", ""))
-            peer.repl_client = sockets.DealerClient(
-                self.factory, peer.replication, self.clock, self.cfg.max_bytes)
-            if peer.sync:
-                peer.sync_client = sockets.DealerClient(
-                    self.factory, peer.sync, self.clock, self.cfg.max_bytes)
-            self.peers[name] = peer
-            log.info("peer {peer} (rank {rank}) joined at {ep}", peer=name, rank=peer.rank,
-                     ep=peer.replication)
+            if self._add_peer(entry):
+                seen.add(entry["name"])
         for name in list(self.peers):
             if name not in seen:
                 log.info("peer {peer} left the reference's list", peer=name)
                 self._close_peer(self.peers.pop(name))
         if self.coordination is not None:
             self.coordination.peers_changed()
+
+    def _add_peer(self, entry: dict[str, Any]) -> bool:
+        """Know (or refresh) a peer from a listing entry; False if the entry is unusable
+        or is this server itself."""
+        from bbd import sockets
+
+        name = entry.get("name")
+        if name == self.cfg.name or not isinstance(name, str):
+            return False
+        if not isinstance(entry.get("replication"), str):
+            return False
+        rank = entry.get("rank")
+        peer = self.peers.get(name)
+        if peer is not None and peer.replication == entry["replication"]:
+            if isinstance(rank, int):
+                peer.rank = rank
+            return True
+        if peer is not None:
+            self._close_peer(peer)
+        peer = Peer(name, rank if isinstance(rank, int) else 0, entry["replication"],
+                    entry.get("sync") if isinstance(entry.get("sync"), str) else "")
+        peer.repl_client = sockets.DealerClient(
+            self.factory, peer.replication, self.clock, self.cfg.max_bytes)
+        if peer.sync:
+            peer.sync_client = sockets.DealerClient(
+                self.factory, peer.sync, self.clock, self.cfg.max_bytes)
+        self.peers[name] = peer
+        log.info("peer {peer} (rank {rank}) joined at {ep}", peer=name, rank=peer.rank,
+                 ep=peer.replication)
+        return True
+
+    def _identity(self) -> dict[str, Any]:
+        return {"name": self.cfg.name, "rank": self.rank,
+                "replication": self.cfg.endpoint(self.cfg.replication_port),
+                "sync": self.cfg.endpoint(self.cfg.sync_port)}
 
     def _close_peer(self, peer: Peer) -> None:
         for client in (peer.repl_client, peer.sync_client):
@@ -420,6 +432,13 @@ class BoardServer(service.Service):
         if not isinstance(vector, dict):
             raise ProtocolError("pull needs a 'vector' map", "pull")
         vector = {str(k): int(v) for k, v in vector.items() if isinstance(v, int)}
+        # A peer that pulls is about to serve: from now on it must get every new write,
+        # even before our next look at the reference's list names it.
+        if isinstance(req.data.get("from"), dict) and self._add_peer(req.data["from"]):
+            peer = self.peers[req.data["from"]["name"]]
+            if not peer.up:
+                peer.up = True
+                log.info("peer {peer} is answering again", peer=peer.name)
         ops, more = self.board.missing_for(vector, 5000)
         out, size = [], 0
         for op in ops:
@@ -435,7 +454,8 @@ class BoardServer(service.Service):
         """Fetch everything ``peer`` holds beyond our version vector; the number taken."""
         taken = 0
         while self.running:
-            reply = yield self._ask(peer.repl_client, "pull", {"vector": self.board.vector})
+            reply = yield self._ask(peer.repl_client, "pull",
+                                    {"vector": self.board.vector, "from": self._identity()})
             durable = [d for d in (self._take(Op.from_dict(o)) for o in reply["ops"]) if d]
             if durable:
                 yield defer.gatherResults(durable)
