@@ -278,6 +278,8 @@ class BoardServer(service.Service):
     # -- client requests -------------------------------------------------------------
 
     def _on_client(self, envelope: list[bytes], body: bytes) -> None:
+        if self.ready and self._resumed_from_pause():
+            self.catch_up("a pause")
         if not self.ready:
             self.queued.append((envelope, body))
             return
@@ -504,14 +506,20 @@ class BoardServer(service.Service):
                 log.info("anti-entropy: {n} missing operations from {peer}", n=n,
                          peer=peer.name)
 
-    def watch_for_pause(self) -> defer.Deferred | None:
-        """A long gap between ticks means we were stopped (SIGSTOP) or starved: the
-        others went on without us, so catch up before answering anyone."""
+    def _resumed_from_pause(self) -> bool:
+        """A long gap since the last tick means we were stopped (SIGSTOP) or starved: the
+        others went on without us. Checked on every client request too, because after a
+        pause the reactor handles the queued requests before any timer."""
         now = time.monotonic()
         gap, self._last_tick = now - self._last_tick, now
-        if gap > max(1.0, 4 * self.cfg.heartbeat_interval) and self.ready:
+        if gap > max(1.0, 4 * self.cfg.heartbeat_interval):
             log.warn("{name} was paused for {gap:.1f} s: catching up before serving",
                      name=self.cfg.name, gap=gap)
+            return True
+        return False
+
+    def watch_for_pause(self) -> defer.Deferred | None:
+        if self.ready and self._resumed_from_pause():
             return self.catch_up("a pause")
         return None
 
@@ -625,6 +633,17 @@ def makeService(options: Options) -> service.MultiService:
     top = service.MultiService()
     server = BoardServer(cfg)
     server.setServiceParent(top)
+    from bbd.services.coordination import Coordinator
+
+    # After the server in the MultiService: it starts once the server's socket factory
+    # exists, and stops (closing its subscriber) before the server shuts the factory down.
+    coordination = server.coordination = Coordinator(
+        server, announce_interval=t("announce_interval"),
+        coordinator_timeout=t("coordinator_timeout"),
+        check_interval=t("coordinator_check_interval"),
+        min_round_gap=t("berkeley_min_gap"), max_rtt=t("berkeley_max_rtt"),
+        outlier_threshold=t("berkeley_outlier_threshold"))
+    coordination.setServiceParent(top)
     # Timers start after the server (MultiService order) and stop before it.
     for interval, fn, what in [
         (cfg.heartbeat_interval, server.heartbeat_if_registered, "heartbeat"),
@@ -632,6 +651,8 @@ def makeService(options: Options) -> service.MultiService:
         (cfg.reload_interval, server.reload, "JSON reload"),
         (cfg.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
         (0.2, server.watch_for_pause, "pause watch"),
+        (coordination.check_interval, coordination.check_coordinator, "coordinator check"),
+        (cfg.berkeley_interval, coordination.berkeley_tick, "Berkeley round"),
     ]:
         every(interval, fn, what).setServiceParent(top)
     return top
