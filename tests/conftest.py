@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import Cluster
+from bbd.localcluster import Cluster
 
 
 @pytest.fixture(scope="session")

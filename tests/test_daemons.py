@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from bbd.client import Client, Subscriber, Unavailable
-from cluster import Cluster, wait_for
+from bbd.localcluster import Cluster, wait_for
 
 
 def uid(prefix: str) -> str:

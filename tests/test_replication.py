@@ -10,7 +10,7 @@ import time
 from collections import Counter
 
 from bbd.client import Client, Unavailable
-from cluster import Cluster, wait_for
+from bbd.localcluster import Cluster, wait_for
 
 FILES = ("usuarios.json", "canais.json", "publicacoes.json", "mensagens.json")
 

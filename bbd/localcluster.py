@@ -1,4 +1,4 @@
-"""Real daemons for integration tests: each a ``twistd -n`` process on 127.0.0.1, with
+"""Real daemons for tests and benchmarks: each a ``twistd -n`` process on 127.0.0.1, with
 free ports, readiness checks instead of sleeps, and signals for fault tests."""
 
 from __future__ import annotations
