@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from bbd.store import DataFiles, Journal
 
 log = Logger()
 
-PULL_BYTES = 256 * 1024  # keep one catch-up reply well under the frame size limit
+BATCH_BYTES = 256 * 1024  # keep one replicate or pull message well under the frame limit
 
 
 @dataclass
@@ -108,6 +109,8 @@ class BoardServer(service.Service):
         self.catching_up = False
         self.queued: list[tuple[list[bytes], bytes]] = []
         self.settling: dict[str, _Settling] = {}
+        self._outbox: list[tuple[Op, defer.Deferred]] = []
+        self._outbox_call: Any = None
         self.snapshot_at = -1
         self.handled = 0
         self.factory = None
@@ -387,28 +390,52 @@ class BoardServer(service.Service):
 
     # -- replication -----------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def _replicate(self, op: Op) -> Any:
-        """Send a durable own operation to every live peer and take in their competitors."""
-        peers = [p for p in self.peers.values() if p.up]
-        if not peers:
-            return
-        data = {"op": op.to_dict()}
-        results = yield defer.DeferredList(
-            [self._ask(p.repl_client, "replicate", data) for p in peers], consumeErrors=True)
-        for peer, (ok, reply) in zip(peers, results, strict=True):
-            if not ok:
-                self._peer_down(peer, reply.getErrorMessage())
-                continue
-            for d in reply.get("competitors") or []:
-                self._take(Op.from_dict(d))
+    def _replicate(self, op: Op) -> defer.Deferred:
+        """Queue a durable own operation for every live peer. Operations made durable in
+        the same journal batch leave together, one ``replicate`` per peer."""
+        d: defer.Deferred = defer.Deferred()
+        self._outbox.append((op, d))
+        if self._outbox_call is None:
+            self._outbox_call = self.clock.callLater(0, self._send_outbox)
+        return d
 
-    def _take(self, op: Op) -> defer.Deferred | None:
-        """Apply a peer's operation; the Deferred fires once it is durable here."""
-        self.lamport.observe(op.clock)
-        if not self.board.apply(op):
-            return None
-        return self.committer.submit([op.to_dict()])
+    @defer.inlineCallbacks
+    def _send_outbox(self) -> Any:
+        self._outbox_call = None
+        batch, self._outbox = self._outbox, []
+        try:
+            for chunk in _chunks([op for op, _ in batch]):
+                peers = [p for p in self.peers.values() if p.up]
+                data = {"ops": [op.to_dict() for op in chunk]}
+                results = yield defer.DeferredList(
+                    [self._ask(p.repl_client, "replicate", data) for p in peers],
+                    consumeErrors=True)
+                for peer, (ok, reply) in zip(peers, results, strict=True):
+                    if not ok:
+                        self._peer_down(peer, reply.getErrorMessage())
+                        continue
+                    # Competitors are durable at the peer; ours follow in the background.
+                    self._take(Op.from_dict(c) for c in reply.get("competitors") or [])
+        except Exception:
+            log.failure("replication of {n} operations failed", n=len(batch))
+        finally:
+            for _, d in batch:
+                d.callback(None)
+
+    def _take(self, ops: Iterable[Op]) -> tuple[int, defer.Deferred]:
+        """Apply operations from a peer or a file: how many were new, and a Deferred that
+        fires once they are durable here (one journal submission for all)."""
+        new = []
+        for op in ops:
+            self.lamport.observe(op.clock)
+            if self.board.apply(op):
+                new.append(op.to_dict())
+        return len(new), self.committer.submit(new) if new else defer.succeed(None)
+
+    def _mark_up(self, peer: Peer | None) -> None:
+        if peer is not None and not peer.up:
+            peer.up = True
+            log.info("peer {peer} is answering again", peer=peer.name)
 
     def _on_replication(self, envelope: list[bytes], body: bytes) -> None:
         handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
@@ -416,18 +443,19 @@ class BoardServer(service.Service):
 
     @defer.inlineCallbacks
     def _replicate_in(self, req: Request) -> Any:
+        raw = req.data.get("ops")
         try:
-            op = Op.from_dict(req.data.get("op") or {})
+            if not isinstance(raw, list):
+                raise ValueError("replicate needs an 'ops' list")
+            ops = [Op.from_dict(d if isinstance(d, dict) else {}) for d in raw]
         except ValueError as e:
             raise ProtocolError(str(e), "replicate") from None
-        durable = self._take(op)
-        if durable is not None:
-            yield durable
-        peer = self.peers.get(op.origin)
-        if peer is not None and not peer.up:
-            peer.up = True
-            log.info("peer {peer} is answering again", peer=peer.name)
-        return {"status": "OK", "competitors": [c.to_dict() for c in self.board.competitors(op)]}
+        _, durable = self._take(ops)
+        yield durable  # journaled before we ack: the origin may then tell its client
+        if ops:
+            self._mark_up(self.peers.get(ops[0].origin))
+        beaten = {c.id: c for op in ops for c in self.board.competitors(op)}
+        return {"status": "OK", "competitors": [c.to_dict() for c in beaten.values()]}
 
     def _pull_in(self, req: Request) -> dict[str, Any]:
         vector = req.data.get("vector")
@@ -437,19 +465,10 @@ class BoardServer(service.Service):
         # A peer that pulls is about to serve: from now on it must get every new write,
         # even before our next look at the reference's list names it.
         if isinstance(req.data.get("from"), dict) and self._add_peer(req.data["from"]):
-            peer = self.peers[req.data["from"]["name"]]
-            if not peer.up:
-                peer.up = True
-                log.info("peer {peer} is answering again", peer=peer.name)
+            self._mark_up(self.peers[req.data["from"]["name"]])
         ops, more = self.board.missing_for(vector, 5000)
-        out, size = [], 0
-        for op in ops:
-            size += 200 + sum(len(v) for v in op.fields.values())
-            if out and size > PULL_BYTES:
-                more = True
-                break
-            out.append(op.to_dict())
-        return {"ops": out, "more": more}
+        page = next(iter(_chunks(ops)), [])
+        return {"ops": [op.to_dict() for op in page], "more": more or len(page) < len(ops)}
 
     @defer.inlineCallbacks
     def pull_from(self, peer: Peer) -> Any:
@@ -458,15 +477,12 @@ class BoardServer(service.Service):
         while self.running:
             reply = yield self._ask(peer.repl_client, "pull",
                                     {"vector": self.board.vector, "from": self._identity()})
-            durable = [d for d in (self._take(Op.from_dict(o)) for o in reply["ops"]) if d]
-            if durable:
-                yield defer.gatherResults(durable)
-            taken += len(durable)
-            if not reply.get("more") or not durable:
+            n, durable = self._take(Op.from_dict(o) for o in reply["ops"])
+            yield durable
+            taken += n
+            if not reply.get("more") or not n:
                 break
-        if not peer.up:
-            peer.up = True
-            log.info("peer {peer} is answering again", peer=peer.name)
+        self._mark_up(peer)
         return taken
 
     @defer.inlineCallbacks
@@ -548,11 +564,10 @@ class BoardServer(service.Service):
         changed = yield threads.deferToThread(self.files.changed_by_others)
         if not changed:
             return
-        durable = [d for d in (self._take(op) for op in ops_from_files(changed)) if d]
-        if durable:
-            yield defer.gatherResults(durable)
+        n, durable = self._take(ops_from_files(changed))
+        yield durable
         log.info("reload: {files} changed on disk; merged {n} new entries",
-                 files=", ".join(sorted(changed)), n=len(durable))
+                 files=", ".join(sorted(changed)), n=n)
 
     # -- sync port (clock, election, Berkeley, status) -------------------------------
 
@@ -575,6 +590,21 @@ class BoardServer(service.Service):
         if self.coordination is not None:
             status.update(self.coordination.status())
         return status
+
+
+def _chunks(ops: list[Op]) -> Iterator[list[Op]]:
+    """Split operations into messages of at most about BATCH_BYTES."""
+    chunk: list[Op] = []
+    size = 0
+    for op in ops:
+        cost = 200 + sum(len(v) for v in op.fields.values())
+        if chunk and size + cost > BATCH_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(op)
+        size += cost
+    if chunk:
+        yield chunk
 
 
 def _sleep(clock: Any, seconds: float) -> defer.Deferred:
