@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -117,12 +118,16 @@ class DataFiles:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._written: dict[str, tuple[int, int, int] | None] = {}
+        # Writers run in threads (the periodic snapshot, the last one at shutdown): one at
+        # a time, since they share the temporary file names.
+        self._lock = threading.Lock()
 
     def write(self, contents: dict[str, list[dict[str, Any]]]) -> None:
-        for name in DATA_FILES:
-            path = self.directory / name
-            write_json_atomic(path, contents.get(name, []))
-            self._written[name] = _signature(path)
+        with self._lock:
+            for name in DATA_FILES:
+                path = self.directory / name
+                write_json_atomic(path, contents.get(name, []))
+                self._written[name] = _signature(path)
 
     def changed_by_others(self) -> dict[str, Any]:
         """Files whose signature differs from our last write, parsed; unreadable ones are
