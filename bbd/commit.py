@@ -46,7 +46,8 @@ class GroupCommit:
                 d.errback(result)
             else:
                 d.callback(None)
-        if self._pending:
+        # A waiter's callback may have submitted, and so started a batch, already.
+        if self._pending and not self._busy:
             self._flush()
 
     def idle(self) -> bool:

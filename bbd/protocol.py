@@ -173,7 +173,7 @@ def request_id(data: dict[str, Any], service: str) -> str | None:
     return rid
 
 
-def history_query(data: dict[str, Any]) -> tuple[str, str, int, int | None]:
+def history_query(data: dict[str, Any]) -> tuple[str, str, int, str | None]:
     """('channel'|'user', name, limit, before) for the ``history`` extension."""
     if "channel" in data and data["channel"] is not None:
         kind, name = "channel", require_name(data, "channel", "history")
@@ -185,8 +185,8 @@ def history_query(data: dict[str, Any]) -> tuple[str, str, int, int | None]:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ProtocolError("field 'limit' must be a positive integer", "history")
     before = data.get("before")
-    if before is not None and (isinstance(before, bool) or not isinstance(before, int)):
-        raise ProtocolError("field 'before' must be an integer position", "history")
+    if before is not None and not isinstance(before, str):
+        raise ProtocolError("field 'before' must be the id of an item (a string)", "history")
     return kind, name, min(limit, MAX_HISTORY_LIMIT), before
 
 

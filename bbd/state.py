@@ -17,7 +17,7 @@ Pure: no clock, no I/O. Time and Lamport stamps come in as arguments.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,22 +63,31 @@ class Op:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Op:
-        """Rebuild an operation from the journal or a peer; raises ValueError if malformed."""
+        """Rebuild an operation from the journal or a peer; ValueError if malformed (a
+        wrong type is refused, never coerced)."""
         try:
-            op = cls(
-                origin=str(d["origin"]), seq=int(d["seq"]), clock=int(d["clock"]),
-                kind=str(d["kind"]), timestamp=float(d["timestamp"]),
-                fields={str(k): str(v) for k, v in dict(d["fields"]).items()},
-                rid=None if d.get("rid") is None else str(d["rid"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"malformed operation: {e}") from None
-        required = {"login": ("user",), "channel": ("channel",),
-                    "publish": ("user", "channel", "message"),
-                    "message": ("src", "dst", "message")}.get(op.kind)
-        if required is None or any(f not in op.fields for f in required):
-            raise ValueError(f"malformed operation {op.id}: kind {op.kind!r}")
-        return op
+            origin, seq, clock, kind = d["origin"], d["seq"], d["clock"], d["kind"]
+            timestamp, fields, rid = d["timestamp"], d["fields"], d.get("rid")
+        except (KeyError, TypeError):
+            raise ValueError("malformed operation: missing fields") from None
+        if not (isinstance(origin, str) and origin and _is_int(seq) and seq >= 1
+                and _is_int(clock) and clock >= 0 and isinstance(kind, str)
+                and isinstance(timestamp, int | float) and not isinstance(timestamp, bool)
+                and isinstance(fields, dict) and (rid is None or isinstance(rid, str))
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())):
+            raise ValueError("malformed operation: wrong field types")
+        required = _REQUIRED.get(kind)
+        if required is None or any(f not in fields for f in required):
+            raise ValueError(f"malformed operation {origin}:{seq}: kind {kind!r}")
+        return cls(origin, seq, clock, kind, float(timestamp), dict(fields), rid)
+
+
+_REQUIRED = {"login": ("user",), "channel": ("channel",),
+             "publish": ("user", "channel", "message"), "message": ("src", "dst", "message")}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_op_id(op_id: str) -> tuple[str, int]:
@@ -86,6 +95,10 @@ def parse_op_id(op_id: str) -> tuple[str, int]:
     if not origin or not seq.isdigit():
         raise ValueError(f"not an operation id: {op_id!r}")
     return origin, int(seq)
+
+
+def _order(item: tuple[OrderKey, Op]) -> OrderKey:
+    return item[0]
 
 
 @dataclass
@@ -99,10 +112,10 @@ class _Sorted:
         if not self.items or self.items[-1][0] < op.order:
             self.items.append(item)
         else:
-            insort(self.items, item, key=lambda x: x[0])
+            insort(self.items, item, key=_order)
 
     def remove(self, op: Op) -> None:
-        i = bisect_left(self.items, op.order, key=lambda x: x[0])
+        i = bisect_left(self.items, op.order, key=_order)
         if i < len(self.items) and self.items[i][1] is op:
             del self.items[i]
 
@@ -271,16 +284,23 @@ class Board:
                 out.append(holder)
         return out
 
-    def missing_for(self, vector: dict[str, int], limit: int) -> tuple[list[Op], bool]:
-        """Operations a peer with ``vector`` lacks, oldest sequence first per origin;
-        the bool says whether more remain beyond ``limit``."""
+    def missing_for(self, vector: dict[str, int], limit: int,
+                    after: tuple[str, int] | None = None) -> tuple[list[Op], bool]:
+        """Operations a peer with ``vector`` lacks, in (origin, seq) order, starting past
+        the cursor ``after`` (the last one of the previous page); the bool says whether
+        more remain beyond ``limit``. The cursor lets a peer page past operations it
+        already holds beyond a gap, instead of being sent the same page again."""
         out: list[Op] = []
         for origin in sorted(self._by_origin):
-            held = self._by_origin[origin]
-            have = vector.get(origin, 0)
-            if self.vector.get(origin, 0) <= have and not self._beyond.get(origin):
+            if after is not None and origin < after[0]:
                 continue
-            for seq in sorted(s for s in held if s > have):
+            floor = vector.get(origin, 0)
+            if after is not None and origin == after[0]:
+                floor = max(floor, after[1])
+            held = self._by_origin[origin]
+            if self.vector.get(origin, 0) <= floor and not self._beyond.get(origin):
+                continue
+            for seq in sorted(s for s in held if s > floor):
                 if len(out) >= limit:
                     return out, True
                 out.append(held[seq])
@@ -300,15 +320,22 @@ class Board:
     def channel_list(self) -> list[str]:
         return [op.fields["channel"] for op in self.channels]
 
-    def history(self, kind: str, name: str, limit: int, before: int | None) -> list[dict]:
-        """Oldest first; ``before`` is a Lamport bound (exclusive) for paging backwards."""
+    def history(self, kind: str, name: str, limit: int, before: str | None) -> list[dict]:
+        """The last ``limit`` items, oldest first. ``before`` is the id of an item already
+        seen (the oldest of the previous page): only items before it in the total order
+        are returned, so paging backwards never skips or repeats one. ValueError for an
+        unknown id."""
+        end_key: OrderKey | None = None
+        if before is not None:
+            cursor = self.ops.get(before)
+            if cursor is None:
+                raise ValueError(f"unknown operation id {before!r} in 'before'")
+            end_key = cursor.order
         source = (self.channel_posts if kind == "channel" else self.user_messages).get(name)
         if source is None:
             return []
         items = source.items
-        end = len(items)
-        if before is not None:
-            end = bisect_left(items, (before,), key=lambda x: x[0][:1])
+        end = len(items) if end_key is None else bisect_left(items, end_key, key=_order)
         return [entry(op) for _, op in items[max(0, end - limit):end]]
 
     def snapshot(self) -> dict[str, list[dict]]:
@@ -319,54 +346,64 @@ class Board:
             users.append({
                 "user": first.fields["user"],
                 "logins": [op.timestamp for op in logins],
-                "login_ops": [{"id": op.id, "timestamp": op.timestamp, "clock": op.clock}
-                              for op in logins],
+                "login_ops": [_login_entry(op) for op in logins],
             })
         return {
             "usuarios.json": users,
-            "canais.json": [entry(op) for op in self.channels],
-            "publicacoes.json": [entry(op) for op in self.posts],
-            "mensagens.json": [entry(op) for op in self.messages],
+            "canais.json": [entry(op, rid=True) for op in self.channels],
+            "publicacoes.json": [entry(op, rid=True) for op in self.posts],
+            "mensagens.json": [entry(op, rid=True) for op in self.messages],
         }
 
 
-def entry(op: Op) -> dict[str, Any]:
-    """One data-file entry (and one ``history`` item) for a visible operation."""
+def _login_entry(op: Op) -> dict[str, Any]:
+    d: dict[str, Any] = {"id": op.id, "timestamp": op.timestamp, "clock": op.clock}
+    if op.rid is not None:
+        d["rid"] = op.rid
+    return d
+
+
+def entry(op: Op, rid: bool = False) -> dict[str, Any]:
+    """One ``history`` item, or with ``rid`` one data-file entry: the request id goes to
+    the files so that a board rebuilt from them still spots a retried request."""
     d: dict[str, Any] = dict(op.fields)
     d["timestamp"] = op.timestamp
     d["clock"] = op.clock
     d["id"] = op.id
+    if rid and op.rid is not None:
+        d["rid"] = op.rid
     return d
 
 
-def ops_from_files(files: dict[str, Any]) -> Iterable[Op]:
-    """Operations named by entries of (possibly restored) data files; entries without a
-    usable id or clock are skipped by the caller's merge, as they cannot be placed."""
+def ops_from_files(files: dict[str, Any]) -> Iterator[Op]:
+    """Operations named by the entries of (possibly restored) data files. Entries that are
+    not maps, or lack a usable id, clock or fields, cannot be placed and are skipped."""
     kinds = {"canais.json": "channel", "publicacoes.json": "publish", "mensagens.json": "message"}
     for name, kind in kinds.items():
-        for e in files.get(name) or []:
-            op = _op_from_entry(kind, e, {k: e.get(k) for k in _FIELDS[kind]})
-            if op is not None:
-                yield op
-    for e in files.get("usuarios.json") or []:
+        for e in _list(files.get(name)):
+            if isinstance(e, dict):
+                op = _op_from_entry(kind, e, {k: e.get(k) for k in _REQUIRED[kind]})
+                if op is not None:
+                    yield op
+    for e in _list(files.get("usuarios.json")):
         if not isinstance(e, dict):
             continue
-        for login in e.get("login_ops") or []:
+        for login in _list(e.get("login_ops")):
             if isinstance(login, dict):
                 op = _op_from_entry("login", login, {"user": e.get("user")})
                 if op is not None:
                     yield op
 
 
-_FIELDS = {"channel": ("channel",), "publish": ("user", "channel", "message"),
-           "message": ("src", "dst", "message")}
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
-def _op_from_entry(kind: str, e: Any, fields: dict[str, Any]) -> Op | None:
-    if not isinstance(e, dict) or not all(isinstance(v, str) for v in fields.values()):
-        return None
+def _op_from_entry(kind: str, e: dict[str, Any], fields: dict[str, Any]) -> Op | None:
     try:
         origin, seq = parse_op_id(str(e.get("id", "")))
-        return Op(origin, seq, int(e["clock"]), kind, float(e["timestamp"]), fields)
-    except (KeyError, TypeError, ValueError):
+        return Op.from_dict({"origin": origin, "seq": seq, "clock": e.get("clock"),
+                             "kind": kind, "timestamp": e.get("timestamp"), "fields": fields,
+                             "rid": e.get("rid")})
+    except ValueError:
         return None

@@ -308,7 +308,10 @@ class BoardServer(service.Service):
 
     def _history(self, req: Request) -> dict[str, Any]:
         kind, name, limit, before = protocol.history_query(req.data)
-        items = self.board.history(kind, name, limit, before)
+        try:
+            items = self.board.history(kind, name, limit, before)
+        except ValueError as e:
+            raise ProtocolError(str(e), "history") from None
         log.info("history {kind} {name}: {n} items clock={clock}", kind=kind, name=name,
                  n=len(items), clock=self.lamport.value)
         return {"messages": items}
@@ -466,7 +469,10 @@ class BoardServer(service.Service):
         # even before our next look at the reference's list names it.
         if isinstance(req.data.get("from"), dict) and self._add_peer(req.data["from"]):
             self._mark_up(self.peers[req.data["from"]["name"]])
-        ops, more = self.board.missing_for(vector, 5000)
+        after = req.data.get("after")
+        cursor = (after[0], after[1]) if isinstance(after, list) and len(after) == 2 \
+            and isinstance(after[0], str) and isinstance(after[1], int) else None
+        ops, more = self.board.missing_for(vector, 5000, cursor)
         page = next(iter(_chunks(ops)), [])
         return {"ops": [op.to_dict() for op in page], "more": more or len(page) < len(ops)}
 
@@ -474,14 +480,17 @@ class BoardServer(service.Service):
     def pull_from(self, peer: Peer) -> Any:
         """Fetch everything ``peer`` holds beyond our version vector; the number taken."""
         taken = 0
+        after = None
         while self.running:
-            reply = yield self._ask(peer.repl_client, "pull",
-                                    {"vector": self.board.vector, "from": self._identity()})
-            n, durable = self._take(Op.from_dict(o) for o in reply["ops"])
+            reply = yield self._ask(peer.repl_client, "pull", {
+                "vector": self.board.vector, "from": self._identity(), "after": after})
+            ops = [Op.from_dict(o) for o in reply["ops"]]
+            n, durable = self._take(ops)
             yield durable
             taken += n
-            if not reply.get("more") or not n:
+            if not reply.get("more") or not ops:
                 break
+            after = [ops[-1].origin, ops[-1].seq]
         self._mark_up(peer)
         return taken
 

@@ -1,0 +1,101 @@
+"""bbd.registry: unique stable ranks, persisted entries, heartbeat liveness with `now`."""
+
+from __future__ import annotations
+
+import pytest
+
+from bbd.registry import Registry
+
+EXPIRY = 10.0
+EP = {"sync": "tcp://h:5561", "replication": "tcp://h:5562"}
+
+
+def test_ranks_start_at_one_and_are_unique() -> None:
+    reg = Registry(EXPIRY)
+    got = [reg.rank(n, {}, now=0.0) for n in ("a", "b", "c")]
+    assert got == [(1, True), (2, True), (3, True)]
+
+
+def test_same_name_gets_the_same_rank() -> None:
+    reg = Registry(EXPIRY)
+    reg.rank("a", EP, 0.0)
+    reg.rank("b", EP, 0.0)
+    assert reg.rank("a", EP, 5.0) == (1, False)  # nothing to persist
+    assert reg.rank("b", {}, 6.0) == (2, False)  # no endpoints: keep the known ones
+    assert reg.servers["b"].endpoints == EP
+
+
+def test_ranks_survive_a_rebuild_from_entries() -> None:
+    reg = Registry(EXPIRY)
+    for n in ("s1", "s2", "s3"):
+        reg.rank(n, {"sync": f"tcp://{n}:1"}, 0.0)
+    reborn = Registry(EXPIRY, reg.entries())
+    assert reborn.rank("s2", {}, 1.0) == (2, False)
+    assert reborn.rank("s3", {"sync": "tcp://s3:1"}, 1.0) == (3, False)
+    assert reborn.rank("s4", {}, 1.0) == (4, True)  # never reuses a rank
+    assert reborn.rank("s1", {}, 1.0) == (1, False)
+    assert reborn.entries()[:3] == reg.entries()
+
+
+def test_rebuilt_registry_lists_nobody_until_heard_from() -> None:
+    reg = Registry(EXPIRY)
+    reg.rank("s1", EP, 0.0)
+    reborn = Registry(EXPIRY, reg.entries())
+    assert reborn.live(0.0) == [] and reborn.expire(100.0) == []
+    assert reborn.heartbeat("s1", 1.0) is True
+    assert reborn.live(1.0) == [{"name": "s1", "rank": 1, **EP}]
+
+
+def test_entries_persist_name_rank_endpoints_in_rank_order() -> None:
+    reg = Registry(EXPIRY)
+    reg.rank("zeta", {}, 0.0)
+    reg.rank("alpha", EP, 0.0)
+    assert reg.entries() == [{"name": "zeta", "rank": 1, "endpoints": {}},
+                             {"name": "alpha", "rank": 2, "endpoints": EP}]
+
+
+def test_endpoint_change_is_stored_and_reported() -> None:
+    reg = Registry(EXPIRY)
+    reg.rank("a", EP, 0.0)
+    moved = {"sync": "tcp://new:6000", "replication": "tcp://new:6001"}
+    assert reg.rank("a", moved, 1.0) == (1, True)
+    assert reg.live(1.0) == [{"name": "a", "rank": 1, **moved}]
+    assert reg.entries()[0]["endpoints"] == moved
+
+
+def test_heartbeat_of_unknown_name_is_false() -> None:
+    reg = Registry(EXPIRY)
+    assert reg.heartbeat("ghost", 0.0) is False
+    assert "ghost" not in reg.servers and reg.live(0.0) == []
+
+
+@pytest.mark.parametrize("age,live", [(0.0, True), (EXPIRY, True), (EXPIRY + 0.001, False)])
+def test_live_excludes_expired(age: float, live: bool) -> None:
+    reg = Registry(EXPIRY)
+    reg.rank("a", {}, 100.0)
+    assert [s["name"] for s in reg.live(100.0 + age)] == (["a"] if live else [])
+
+
+def test_heartbeat_keeps_a_server_live() -> None:
+    reg = Registry(EXPIRY)
+    reg.rank("a", {}, 0.0)
+    reg.rank("b", {}, 0.0)
+    for t in (8.0, 16.0, 24.0):
+        assert reg.heartbeat("b", t) is True
+    assert [s["name"] for s in reg.live(24.0)] == ["b"]
+    assert [s["rank"] for s in reg.live(5.0)] == [1, 2]  # sorted by rank
+
+
+def test_expire_reports_each_server_once() -> None:
+    reg = Registry(EXPIRY)
+    reg.rank("a", {}, 0.0)
+    reg.rank("b", {}, 5.0)
+    assert reg.expire(10.0) == []
+    assert [s.name for s in reg.expire(12.0)] == ["a"]
+    assert reg.expire(13.0) == []
+    assert [s.name for s in reg.expire(30.0)] == ["b"]
+    assert reg.expire(100.0) == [] and reg.live(100.0) == []
+    reg.heartbeat("a", 101.0)  # back again: live, and expires (once) again later
+    assert [s["name"] for s in reg.live(101.0)] == ["a"]
+    assert [s.name for s in reg.expire(200.0)] == ["a"]
+    assert reg.rank("a", {}, 300.0) == (1, False)

@@ -1,0 +1,540 @@
+"""bbd.state: the board as a deterministic replicated state machine."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bbd.state import Board, Op, entry, ops_from_files, parse_op_id
+
+USERS = ("ana", "bia", "caio", "davi")
+CHANNELS = ("geral", "news", "dev")
+ORIGINS = ("s1", "s2", "s3")
+
+
+def login(origin: str, seq: int, clock: int, user: str, ts: float = 0.0,
+          rid: str | None = None) -> Op:
+    return Op(origin, seq, clock, "login", ts or float(clock), {"user": user}, rid)
+
+
+def channel(origin: str, seq: int, clock: int, name: str, rid: str | None = None) -> Op:
+    return Op(origin, seq, clock, "channel", float(clock), {"channel": name}, rid)
+
+
+def post(origin: str, seq: int, clock: int, user: str, chan: str, text: str,
+         rid: str | None = None) -> Op:
+    return Op(origin, seq, clock, "publish", float(clock),
+              {"user": user, "channel": chan, "message": text}, rid)
+
+
+def dm(origin: str, seq: int, clock: int, src: str, dst: str, text: str,
+       rid: str | None = None) -> Op:
+    return Op(origin, seq, clock, "message", float(clock),
+              {"src": src, "dst": dst, "message": text}, rid)
+
+
+def board_of(ops, name: str = "r") -> Board:
+    b = Board(name)
+    for op in ops:
+        b.apply(op)
+    return b
+
+
+# -- a random but reproducible workload ------------------------------------------------
+
+# A client request, retried on several servers with the same request id, is the same write.
+RETRIED = {
+    "rid-chan": ("channel", {"channel": "geral"}),
+    "rid-login": ("login", {"user": "ana"}),
+    "rid-post": ("publish", {"user": "ana", "channel": "geral", "message": "once"}),
+    "rid-dm": ("message", {"src": "ana", "dst": "bia", "message": "once"}),
+}
+
+
+def workload(seed: int, per_origin: int = 14) -> list[Op]:
+    """Three origins with increasing clocks that often tie across origins; concurrent
+    creations of the same channel names and the same request ids on several origins."""
+    rng = random.Random(seed)
+    ops = []
+    for origin in ORIGINS:
+        clock = 0
+        for seq in range(1, per_origin + 1):
+            clock += rng.choice((1, 1, 2))
+            r = rng.random()
+            if r < 0.2:
+                rid = rng.choice(sorted(RETRIED))
+                kind, fields = RETRIED[rid]
+                ops.append(Op(origin, seq, clock, kind, float(clock), dict(fields), rid))
+            elif r < 0.45:
+                ops.append(channel(origin, seq, clock, rng.choice(CHANNELS)))
+            elif r < 0.65:
+                ops.append(login(origin, seq, clock, rng.choice(USERS),
+                                 ts=1000.0 + clock + seq / 100))
+            elif r < 0.85:
+                ops.append(post(origin, seq, clock, rng.choice(USERS), rng.choice(CHANNELS),
+                                f"{origin}-{seq}"))
+            else:
+                ops.append(dm(origin, seq, clock, rng.choice(USERS), rng.choice(USERS),
+                              f"{origin}-{seq}"))
+    return ops
+
+
+def oracle(ops: list[Op]) -> dict:
+    """What the board must show, computed the slow obvious way from the op set."""
+    ordered = sorted(ops, key=lambda o: o.order)
+    winners: dict[str, str] = {}
+    for op in ordered:
+        for key in op.keys():
+            winners.setdefault(key, op.id)
+    visible = [op for op in ordered if all(winners[k] == op.id for k in op.keys())]
+    users: list[str] = []
+    for op in visible:
+        if op.kind == "login" and op.fields["user"] not in users:
+            users.append(op.fields["user"])
+    return {
+        "winners": winners,
+        "users": users,
+        "channels": [op.fields["channel"] for op in visible if op.kind == "channel"],
+        "posts": [op.id for op in visible if op.kind == "publish"],
+        "messages": [op.id for op in visible if op.kind == "message"],
+        "logins": {u: [op.timestamp for op in visible
+                       if op.kind == "login" and op.fields["user"] == u] for u in users},
+    }
+
+
+def observe(b: Board) -> dict:
+    snap = b.snapshot()
+    return {
+        "snapshot": snap,
+        "users": b.user_list(),
+        "channels": b.channel_list(),
+        "winners": {k: op.id for k, op in b.winners.items()},
+        "history": {
+            **{("channel", c): b.history("channel", c, 1000, None) for c in CHANNELS},
+            **{("user", u): b.history("user", u, 1000, None) for u in USERS},
+        },
+        "outcomes": {op_id: b.outcome(op) for op_id, op in b.ops.items()},
+        "vector": dict(b.vector),
+    }
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_arrival_order_gives_the_same_board(seed: int) -> None:
+    ops = workload(seed)
+    rng = random.Random(1000 + seed)
+    reference = observe(board_of(ops))
+    for _ in range(50):  # 4 seeds x 50 = 200 permutations
+        shuffled = ops[:]
+        rng.shuffle(shuffled)
+        assert observe(board_of(shuffled)) == reference
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_board_matches_the_total_order_oracle(seed: int) -> None:
+    ops = workload(seed)
+    shuffled = ops[:]
+    random.Random(seed).shuffle(shuffled)
+    b = board_of(shuffled)
+    want = oracle(ops)
+    assert {k: op.id for k, op in b.winners.items()} == want["winners"]
+    assert b.user_list() == want["users"]
+    assert b.channel_list() == want["channels"]
+    snap = b.snapshot()
+    assert [e["id"] for e in snap["publicacoes.json"]] == want["posts"]
+    assert [e["id"] for e in snap["mensagens.json"]] == want["messages"]
+    assert {e["user"]: e["logins"] for e in snap["usuarios.json"]} == want["logins"]
+    assert [e["channel"] for e in snap["canais.json"]] == want["channels"]
+    # The workload really exercises the contested cases: same-name creations, ties of
+    # clock across origins, and request ids retried on several origins.
+    names = [op.fields["channel"] for op in ops if op.kind == "channel"]
+    assert len(names) > len(set(names))
+    assert any(len({op.origin for op in ops if op.rid == rid}) > 1 for rid in RETRIED)
+    assert len({op.clock for op in ops}) < len(ops)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_creation_wins_per_channel_name(seed: int) -> None:
+    ops = workload(seed)
+    b = board_of(ops)
+    assert len(b.channel_list()) == len(set(b.channel_list()))
+    for name in {op.fields["channel"] for op in ops if op.kind == "channel"}:
+        creators = [op for op in ops if op.kind == "channel" and op.fields["channel"] == name]
+        least = min(creators, key=lambda o: o.order)
+        assert b.winners["channel:" + name] is least
+        for op in creators:
+            if op is not least and (op.rid is None or b.by_rid(op.rid) is not least):
+                assert b.outcome(op) == "channel already exists"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_request_id_loser_answers_as_its_winner(seed: int) -> None:
+    ops = workload(seed)
+    b = board_of(reversed(ops))
+    losers = 0
+    for op in ops:
+        if op.rid is None:
+            continue
+        winner = b.by_rid(op.rid)
+        assert winner is min((o for o in ops if o.rid == op.rid), key=lambda o: o.order)
+        assert b.outcome(op) == b.outcome(winner)
+        if op is not winner:
+            losers += 1
+            assert not b.visible(op)
+    assert losers > 0
+
+
+def test_concurrent_channel_creation_least_order_wins() -> None:
+    a = channel("s2", 1, 5, "geral")
+    c = channel("s1", 4, 5, "geral")  # same clock: origin breaks the tie
+    d = channel("s3", 1, 3, "geral")  # earliest clock
+    for order in ([a, c, d], [d, c, a], [c, a, d]):
+        b = board_of(order)
+        assert b.channel_list() == ["geral"]
+        assert b.snapshot()["canais.json"][0]["id"] == "s3:1"
+        assert [b.outcome(x) for x in (a, c, d)] == ["channel already exists"] * 2 + [None]
+    b = board_of([a, c])
+    assert b.snapshot()["canais.json"][0]["id"] == "s1:4"
+    assert b.competitors(a) == [c] and b.competitors(c) == []
+
+
+def test_retried_post_is_shown_once_and_shares_the_answer() -> None:
+    setup = [channel("s1", 1, 1, "geral"), login("s1", 2, 2, "ana")]
+    first = post("s2", 1, 7, "ana", "geral", "hi", rid="r1")
+    retry = post("s1", 3, 6, "ana", "geral", "hi", rid="r1")
+    for order in ([first, retry], [retry, first]):
+        b = board_of(setup + order)
+        assert [e["id"] for e in b.history("channel", "geral", 10, None)] == ["s1:3"]
+        assert b.by_rid("r1") is retry
+        assert b.outcome(first) is None and not b.visible(first) and b.visible(retry)
+
+
+def test_retried_channel_creation_succeeds_for_the_loser_too() -> None:
+    late = channel("s2", 1, 9, "geral", rid="r")
+    early = channel("s1", 1, 4, "geral", rid="r")
+    other = channel("s3", 1, 6, "geral")
+    b = board_of([late, other, early])
+    assert b.outcome(late) is None and b.outcome(early) is None
+    assert b.outcome(other) == "channel already exists"
+    assert b.channel_list() == ["geral"]
+
+
+# -- check() ---------------------------------------------------------------------------
+
+@pytest.fixture
+def board() -> Board:
+    return board_of([login("s1", 1, 1, "ana"), login("s1", 2, 2, "bia"),
+                     channel("s1", 3, 3, "geral")])
+
+
+@pytest.mark.parametrize("kind,fields,words", [
+    ("channel", {"channel": "geral"}, "channel already exists"),
+    ("publish", {"user": "ana", "channel": "nope", "message": "m"}, "'nope' does not exist"),
+    ("publish", {"user": "zoe", "channel": "geral", "message": "m"}, "'zoe' has not logged"),
+    ("message", {"src": "zoe", "dst": "ana", "message": "m"}, "'zoe' has not logged"),
+    ("message", {"src": "ana", "dst": "zoe", "message": "m"}, "'zoe' has not logged"),
+])
+def test_check_refuses(board: Board, kind: str, fields: dict, words: str) -> None:
+    assert words in (board.check(kind, fields) or "")
+
+
+@pytest.mark.parametrize("kind,fields", [
+    ("channel", {"channel": "news"}),
+    ("publish", {"user": "ana", "channel": "geral", "message": "m"}),
+    ("message", {"src": "ana", "dst": "bia", "message": "m"}),
+    ("message", {"src": "ana", "dst": "ana", "message": "m"}),
+    ("login", {"user": "ana"}),
+    ("login", {"user": "zoe"}),
+])
+def test_check_allows(board: Board, kind: str, fields: dict) -> None:
+    assert board.check(kind, fields) is None
+
+
+def test_propose_numbers_own_ops_after_what_the_board_holds() -> None:
+    b = board_of([login("r", 1, 1, "ana"), login("r", 4, 2, "bia")])
+    op = b.propose("login", {"user": "caio"}, clock=9, timestamp=5.0, rid="x")
+    assert (op.id, op.clock, op.timestamp, op.rid) == ("r:5", 9, 5.0, "x")
+    assert op.id not in b.ops  # proposed, not applied
+    assert b.propose("login", {"user": "d"}, clock=10, timestamp=6.0).seq == 6
+
+
+def test_apply_is_idempotent() -> None:
+    ops = workload(7)
+    b = board_of(ops)
+    before = observe(b)
+    applied = b.applied
+    assert all(b.apply(op) is False for op in ops)
+    assert b.apply(Op(**ops[0].to_dict())) is False  # an equal copy, not the same object
+    assert observe(b) == before and b.applied == applied
+
+
+def test_every_login_is_recorded_with_its_timestamp() -> None:
+    b = board_of([login("s1", 2, 5, "ana", ts=200.0), login("s2", 1, 1, "bia", ts=50.0),
+                  login("s1", 1, 2, "ana", ts=100.0), login("s2", 2, 9, "ana", ts=300.0)])
+    assert b.user_list() == ["bia", "ana"]
+    users = b.snapshot()["usuarios.json"]
+    assert [(u["user"], u["logins"]) for u in users] == [
+        ("bia", [50.0]), ("ana", [100.0, 200.0, 300.0])]
+    assert [x["id"] for x in users[1]["login_ops"]] == ["s1:1", "s1:2", "s2:2"]
+
+
+def test_hidden_first_login_hands_the_user_to_the_next_login() -> None:
+    a1 = login("s1", 1, 5, "ana", rid="r")
+    a2 = login("s2", 1, 7, "ana")
+    winner = post("s3", 1, 1, "x", "y", "z", rid="r")  # unrelated op holding the same id
+    b = board_of([a1, a2, winner])
+    assert b.user_list() == ["ana"]
+    assert b.snapshot()["usuarios.json"][0]["logins"] == [7.0]
+    b = board_of([a1, winner])
+    assert b.user_list() == [] and not b.has_user("ana")
+
+
+# -- version vector and catch-up -------------------------------------------------------
+
+def test_version_vector_fills_gaps_out_of_order() -> None:
+    b = Board("r")
+    ops = {s: login("s1", s, s, f"u{s}") for s in range(1, 6)}
+    steps = [(3, 0), (1, 1), (5, 1), (2, 3), (4, 5)]
+    for seq, top in steps:
+        b.apply(ops[seq])
+        assert b.vector.get("s1", 0) == top
+    b.apply(login("s2", 2, 1, "x"))
+    assert b.vector == {"s1": 5, "s2": 0}
+    assert ids(b.missing_for({"s1": 5}, 10)[0]) == ["s2:2"]
+
+
+def ids(ops) -> list[str]:
+    return [op.id for op in ops]
+
+
+def test_missing_for_returns_exactly_what_the_peer_lacks() -> None:
+    held = [login("s1", s, s, "a") for s in (1, 2, 3, 5)] + [login("s2", s, s, "b")
+                                                            for s in (1, 2)]
+    b = board_of(held)
+    assert b.missing_for({}, 100) == (
+        [b.ops[i] for i in ["s1:1", "s1:2", "s1:3", "s1:5", "s2:1", "s2:2"]], False)
+    assert ids(b.missing_for({"s1": 2, "s2": 2}, 100)[0]) == ["s1:3", "s1:5"]
+    assert ids(b.missing_for({"s1": 3, "s2": 5}, 100)[0]) == ["s1:5"]
+    assert b.missing_for({"s1": 9, "s2": 2}, 100) == ([], False)
+    assert ids(b.missing_for({"s1": 5, "s3": 4}, 100)[0]) == ["s2:1", "s2:2"]
+
+
+@pytest.mark.parametrize("limit,expected,more", [
+    (1, ["s1:1"], True), (2, ["s1:1", "s1:2"], True), (3, ["s1:1", "s1:2", "s2:1"], False),
+    (10, ["s1:1", "s1:2", "s2:1"], False),
+])
+def test_missing_for_limit_and_more(limit: int, expected: list[str], more: bool) -> None:
+    b = board_of([login("s2", 1, 1, "a"), login("s1", 2, 2, "a"), login("s1", 1, 3, "a")])
+    out, has_more = b.missing_for({}, limit)
+    assert (ids(out), has_more) == (expected, more)
+
+
+def test_catch_up_by_missing_for_converges() -> None:
+    ops = workload(3)
+    a = board_of(ops[::2], "a")  # gaps in every origin
+    c = board_of(ops[1::3], "c")
+    for src, dst in ((a, c), (c, a)):
+        out, more = src.missing_for(dst.vector, 10**6)
+        assert not more
+        for op in out:
+            dst.apply(op)
+    held = {op.id: op for op in ops[::2] + ops[1::3]}
+    assert set(a.ops) == set(c.ops) == set(held)
+    assert a.snapshot() == c.snapshot() == board_of(held.values()).snapshot()
+    assert len(held) < len(ops)
+
+
+def test_paged_catch_up_of_a_prefix_converges() -> None:
+    ops = workload(5)
+    src = board_of(ops, "a")
+    dst = board_of([op for op in ops if op.seq <= 3], "c")
+    pages = 0
+    while True:
+        out, more = src.missing_for(dst.vector, 4)
+        assert len(out) <= 4 and all(dst.apply(op) for op in out)
+        pages += 1
+        if not more:
+            break
+    assert pages == -(-(len(ops) - 9) // 4)
+    assert observe(dst)["snapshot"] == observe(src)["snapshot"]
+    assert dst.vector == src.vector == {o: 14 for o in ORIGINS}
+
+
+# -- history ---------------------------------------------------------------------------
+
+def posts_board(clocks: list[tuple[str, int]]) -> Board:
+    ops = [channel("s0", 1, 0, "geral"), channel("s0", 2, 0, "outro")]
+    seqs: dict[str, int] = {}
+    for origin, clock in clocks:
+        seqs[origin] = seqs.get(origin, 0) + 1
+        ops.append(post(origin, seqs[origin], clock, "ana", "geral", f"{origin}@{clock}"))
+    ops.append(post("s9", 1, 4, "ana", "outro", "elsewhere"))
+    ops.append(dm("s9", 2, 5, "ana", "bia", "to bia"))
+    ops.append(dm("s9", 3, 6, "bia", "caio", "to caio"))
+    random.Random(0).shuffle(ops)
+    return board_of(ops)
+
+
+def test_history_limit_and_before() -> None:
+    b = posts_board([("s1", c) for c in range(1, 11)])
+    msgs = lambda items: [i["message"] for i in items]  # noqa: E731
+    assert msgs(b.history("channel", "geral", 3, None)) == ["s1@8", "s1@9", "s1@10"]
+    first = lambda: [i["id"] for i in b.history("channel", "geral", 100, None)]  # noqa: E731
+    ids_by_clock = first()
+    assert msgs(b.history("channel", "geral", 3, ids_by_clock[7])) == ["s1@5", "s1@6", "s1@7"]
+    assert msgs(b.history("channel", "geral", 100, ids_by_clock[2])) == ["s1@1", "s1@2"]
+    assert b.history("channel", "geral", 5, ids_by_clock[0]) == []
+    with pytest.raises(ValueError, match="unknown operation id"):
+        b.history("channel", "geral", 5, "nobody:1")
+    assert len(b.history("channel", "geral", 100, None)) == 10
+    assert b.history("channel", "nope", 5, None) == []
+    assert msgs(b.history("user", "bia", 10, None)) == ["to bia", "to caio"]
+    assert msgs(b.history("user", "ana", 10, None)) == ["to bia"]
+    assert b.history("user", "zoe", 10, None) == []
+    item = b.history("channel", "outro", 1, None)[0]
+    assert item == {"user": "ana", "channel": "outro", "message": "elsewhere",
+                    "timestamp": 4.0, "clock": 4, "id": "s9:1"}
+
+
+def page_all(b: Board, limit: int) -> list[str]:
+    seen: list[str] = []
+    before = None
+    for _ in range(100):
+        page = b.history("channel", "geral", limit, before)
+        if not page:
+            break
+        seen[:0] = [i["id"] for i in page]
+        before = page[0]["id"]
+    return seen
+
+
+def test_paging_without_clock_ties_visits_every_post_once() -> None:
+    b = posts_board([("s1", c) for c in range(1, 12)])
+    assert page_all(b, 3) == [e["id"] for e in b.history("channel", "geral", 1000, None)]
+
+
+def test_paging_with_concurrent_posts_of_equal_clock_visits_every_post_once() -> None:
+    b = posts_board([("s1", 1), ("s1", 2), ("s2", 2), ("s1", 3), ("s2", 3), ("s1", 4)])
+    assert page_all(b, 2) == [e["id"] for e in b.history("channel", "geral", 1000, None)]
+
+
+# -- snapshots, files and serialisation ------------------------------------------------
+
+def test_snapshot_entries() -> None:
+    b = board_of([channel("s1", 1, 1, "geral"), login("s1", 2, 2, "ana", ts=9.5),
+                  post("s1", 3, 3, "ana", "geral", "oi"), dm("s1", 4, 4, "ana", "ana", "eu")])
+    assert b.snapshot() == {
+        "usuarios.json": [{"user": "ana", "logins": [9.5],
+                           "login_ops": [{"id": "s1:2", "timestamp": 9.5, "clock": 2}]}],
+        "canais.json": [{"channel": "geral", "timestamp": 1.0, "clock": 1, "id": "s1:1"}],
+        "publicacoes.json": [{"user": "ana", "channel": "geral", "message": "oi",
+                              "timestamp": 3.0, "clock": 3, "id": "s1:3"}],
+        "mensagens.json": [{"src": "ana", "dst": "ana", "message": "eu", "timestamp": 4.0,
+                            "clock": 4, "id": "s1:4"}],
+    }
+    assert b.history("user", "ana", 10, None) == b.snapshot()["mensagens.json"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ops_from_files_round_trips_the_visible_ops(seed: int) -> None:
+    b = board_of(workload(seed))
+    snap = b.snapshot()
+    restored = list(ops_from_files(snap))
+    visible = {op.id for op in b.ops.values() if b.visible(op)}
+    assert sorted(ids(restored)) == sorted(visible)
+    for op in restored:
+        orig = b.ops[op.id]
+        assert (op.kind, op.clock, op.timestamp, op.fields) == (
+            orig.kind, orig.clock, orig.timestamp, orig.fields)
+    assert board_of(restored).snapshot() == snap
+
+
+def test_ops_from_files_skips_unplaceable_entries() -> None:
+    good = {"channel": "g", "timestamp": 1.0, "clock": 1, "id": "s1:1"}
+    files = {
+        "canais.json": [good, {**good, "id": "nope"}, {**good, "id": None},
+                        {**good, "clock": "x"}, {**good, "channel": 5},
+                        {k: v for k, v in good.items() if k != "timestamp"}],
+        "publicacoes.json": None,
+        "usuarios.json": [{"user": "ana", "logins": [1.0]}, "junk",
+                          {"user": "bia", "login_ops": ["x", {"id": "s2:3", "clock": 2,
+                                                              "timestamp": 2.0}]},
+                          {"user": 7, "login_ops": [{"id": "s2:4", "clock": 3,
+                                                     "timestamp": 3.0}]}],
+    }
+    assert ids(ops_from_files(files)) == ["s1:1", "s2:3"]
+
+
+@pytest.mark.parametrize("files,expected", [
+    ({"canais.json": [{"channel": "g", "timestamp": 1.0, "clock": 1, "id": "s1:1"}, "junk"]},
+     ["s1:1"]),
+    ({"publicacoes.json": [None]}, []), ({"mensagens.json": [3]}, []),
+    ({"canais.json": {"channel": "g"}}, []),
+    ({"usuarios.json": [{"user": "a", "login_ops": 5}]}, []),
+], ids=repr)
+def test_ops_from_files_skips_entries_that_are_not_maps(files: dict, expected: list) -> None:
+    assert ids(ops_from_files(files)) == expected
+
+
+def test_board_restored_from_files_still_hides_request_id_losers() -> None:
+    setup = [channel("s1", 1, 1, "geral"), login("s1", 2, 2, "ana")]
+    first = post("s1", 3, 3, "ana", "geral", "hi", rid="r")
+    retry = post("s2", 1, 8, "ana", "geral", "hi", rid="r")
+    full = board_of(setup + [first])
+    restored = board_of(ops_from_files(full.snapshot()))
+    full.apply(retry)
+    restored.apply(retry)
+    assert restored.snapshot() == full.snapshot()
+
+
+def test_op_dict_round_trip() -> None:
+    for op in workload(1):
+        again = Op.from_dict(op.to_dict())
+        assert again == op and again.id == op.id and again.order == op.order
+    assert "rid" not in login("s1", 1, 1, "a").to_dict()
+
+
+GOOD = {"origin": "s1", "seq": 3, "clock": 7, "kind": "publish", "timestamp": 1.5,
+        "fields": {"user": "ana", "channel": "g", "message": "m"}}
+
+
+@pytest.mark.parametrize("change", [
+    {"origin": None}, {"seq": None}, {"clock": None}, {"kind": None}, {"timestamp": None},
+    {"fields": None}, {"seq": "three"}, {"clock": "x"}, {"timestamp": "noon"},
+    {"fields": "user=ana"}, {"fields": [1, 2]}, {"kind": "delete"},
+    {"fields": {"user": "ana", "channel": "g"}},
+    {"kind": "message"}, {"kind": "login", "fields": {"channel": "g"}},
+    {"kind": "channel", "fields": {"user": "ana"}},
+], ids=repr)
+def test_op_from_dict_rejects_malformed(change: dict) -> None:
+    d = {**GOOD, **change}
+    d = {k: v for k, v in d.items() if v is not None}
+    with pytest.raises(ValueError, match="malformed"):
+        Op.from_dict(d)
+
+
+@pytest.mark.parametrize("change", [
+    {"fields": {"user": None, "channel": "g", "message": "m"}},
+    {"fields": {"user": ["ana"], "channel": "g", "message": "m"}},
+    {"seq": 0}, {"seq": -1}, {"seq": 2.7},
+], ids=repr)
+def test_op_from_dict_rejects_wrong_types(change: dict) -> None:
+    with pytest.raises(ValueError):
+        Op.from_dict({**GOOD, **change})
+
+
+@pytest.mark.parametrize("text,expected", [("s1:3", ("s1", 3)), ("a:b:12", ("a:b", 12))])
+def test_parse_op_id(text: str, expected: tuple) -> None:
+    assert parse_op_id(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "s1", ":3", "s1:", "s1:x", "s1:-1"])
+def test_parse_op_id_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_op_id(text)
+
+
+def test_entry_does_not_alias_op_fields() -> None:
+    op = post("s1", 1, 1, "ana", "g", "m")
+    entry(op)["user"] = "mallory"
+    assert op.fields["user"] == "ana"

@@ -1,0 +1,218 @@
+"""bbd.store: the crc-checked journal, atomic JSON writes and foreign-change detection."""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+
+from bbd import store
+from bbd.store import DATA_FILES, DataFiles, Journal, decode_record, encode_record
+
+RECORDS = [{"origin": "s1", "seq": i, "text": f"olá {i}", "n": [i, None]} for i in range(1, 6)]
+
+
+def write_journal(directory: Path, records: list[dict]) -> Journal:
+    j = Journal(directory)
+    j.open()
+    j.append(records[:2])
+    j.append(records[2:])
+    j.close()
+    return j
+
+
+def test_record_round_trip() -> None:
+    line = encode_record(RECORDS[0])
+    assert line.endswith(b"\n") and line.count(b"\n") == 1 and line[8:9] == b" "
+    assert decode_record(line) == RECORDS[0]
+
+
+@pytest.mark.parametrize("line", [
+    b"", b"\n", b"0000 {}\n", b"zzzzzzzz {}\n",
+    encode_record({"a": 1})[:-1],                                  # no newline: torn
+    encode_record({"a": 1})[:-5] + b"\n",                          # body cut short
+    encode_record({"a": 1}).replace(b"1", b"2"),                   # body changed
+    b"%08x %s\n" % (0, b'{"a":1}'),                               # wrong crc
+    encode_record({"a": 1})[:8] + b"_" + encode_record({"a": 1})[9:],
+    b"%08x [1]\n" % zlib.crc32(b"[1]"),             # crc ok, not a map
+    b"%08x \xff\xfe\n" % zlib.crc32(b"\xff\xfe"),   # crc ok, not UTF-8
+])
+def test_decode_record_rejects_damaged_lines(line: bytes) -> None:
+    assert decode_record(line) is None
+
+
+def test_journal_round_trip_and_reopen_appends(tmp_path: Path) -> None:
+    j = write_journal(tmp_path, RECORDS)
+    assert j.load() == (RECORDS, 0)
+    j.open()
+    j.append([{"more": True}])
+    j.close()
+    assert Journal(tmp_path).load() == (RECORDS + [{"more": True}], 0)
+
+
+def test_empty_or_absent_journal(tmp_path: Path) -> None:
+    assert Journal(tmp_path).load() == ([], 0)
+    (tmp_path / store.JOURNAL).write_bytes(b"")
+    assert Journal(tmp_path).load() == ([], 0)
+
+
+def test_append_before_open_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError):
+        Journal(tmp_path).append([{"a": 1}])
+
+
+def _torn(raw: bytes, last: int) -> bytes:
+    return raw[: last + (len(raw) - last) // 2]
+
+
+def _bad_crc(raw: bytes, last: int) -> bytes:
+    return raw[:last] + (b"0" if raw[last:last + 1] != b"0" else b"1") + raw[last + 1:]
+
+
+def _flipped_body(raw: bytes, last: int) -> bytes:
+    return raw[:-3] + bytes([raw[-3] ^ 1]) + raw[-2:]
+
+
+def _garbage(raw: bytes, last: int) -> bytes:
+    return raw + b"\x00\xff garbage without newline"
+
+
+def _garbage_line(raw: bytes, last: int) -> bytes:
+    return raw + b"not a record\n" + encode_record({"after": "garbage"})
+
+
+@pytest.mark.parametrize("damage,kept", [
+    (_torn, 4), (_bad_crc, 4), (_flipped_body, 4), (_garbage, 5), (_garbage_line, 5),
+], ids=["torn last line", "bad crc", "flipped body byte", "garbage tail", "garbage line"])
+def test_damaged_tail_is_cut_at_load(tmp_path: Path, damage, kept: int) -> None:
+    write_journal(tmp_path, RECORDS)
+    path = tmp_path / store.JOURNAL
+    raw = path.read_bytes()
+    last = raw.rstrip(b"\n").rfind(b"\n") + 1  # start of the last record
+    good_size = last if kept == 4 else len(raw)
+    damaged = damage(raw, last)
+    path.write_bytes(damaged)
+
+    records, cut = Journal(tmp_path).load()
+    assert records == RECORDS[:kept]
+    assert cut == len(damaged) - good_size > 0
+    assert path.read_bytes() == raw[:good_size]  # the file itself was truncated
+    assert Journal(tmp_path).load() == (RECORDS[:kept], 0)
+
+    j = Journal(tmp_path)  # appending after the cut gives a clean journal
+    j.open()
+    j.append([{"new": 1}])
+    j.close()
+    assert Journal(tmp_path).load() == (RECORDS[:kept] + [{"new": 1}], 0)
+
+
+# -- atomic JSON -----------------------------------------------------------------------
+
+def test_write_json_atomic_leaves_only_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "canais.json"
+    store.write_json_atomic(path, [{"channel": "geral"}])
+    store.write_json_atomic(path, [{"channel": "ação"}])
+    assert json.loads(path.read_text(encoding="utf-8")) == [{"channel": "ação"}]
+    assert os.listdir(tmp_path) == ["canais.json"]
+
+
+def test_failed_rename_keeps_the_old_file_whole(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "canais.json"
+    store.write_json_atomic(path, [{"channel": "old"}])
+    before = path.read_bytes()
+    seen = []
+
+    def failing_replace(src, dst):
+        seen.append(Path(src).read_bytes())  # the new content was complete before the rename
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(store.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        store.write_json_atomic(path, [{"channel": "new"}] * 1000)
+    assert path.read_bytes() == before
+    assert json.loads(seen[0]) == [{"channel": "new"}] * 1000
+
+
+def test_unserialisable_content_keeps_the_old_file_whole(tmp_path: Path) -> None:
+    path = tmp_path / "canais.json"
+    store.write_json_atomic(path, [1, 2])
+    with pytest.raises(TypeError):
+        store.write_json_atomic(path, [1, object()])
+    assert json.loads(path.read_text()) == [1, 2]
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "canais.json"
+    with pytest.raises(TypeError):
+        store.write_json_atomic(path, [1, object()])
+    assert os.listdir(tmp_path) == []
+
+
+# -- DataFiles -------------------------------------------------------------------------
+
+CONTENTS = {"usuarios.json": [{"user": "ana", "logins": [1.0]}],
+            "canais.json": [{"channel": "geral", "timestamp": 1.0, "clock": 1, "id": "s1:1"}]}
+
+
+def test_write_creates_all_four_files(tmp_path: Path) -> None:
+    DataFiles(tmp_path).write(CONTENTS)
+    assert sorted(os.listdir(tmp_path)) == sorted(DATA_FILES)
+    for name in DATA_FILES:
+        assert json.loads((tmp_path / name).read_text()) == CONTENTS.get(name, [])
+
+
+def test_own_writes_are_not_changes(tmp_path: Path) -> None:
+    files = DataFiles(tmp_path)
+    assert files.changed_by_others() == {}  # nothing there yet
+    for _ in range(3):
+        files.write(CONTENTS)
+        assert files.changed_by_others() == {}
+
+
+def replace_by_other(path: Path, obj) -> None:
+    other = path.with_name("restored.tmp")
+    other.write_text(json.dumps(obj))
+    os.replace(other, path)
+
+
+def test_file_replaced_by_someone_else_is_reported_once(tmp_path: Path) -> None:
+    files = DataFiles(tmp_path)
+    files.write(CONTENTS)
+    restored = [{"channel": "backup", "timestamp": 0.5, "clock": 1, "id": "s9:1"}]
+    replace_by_other(tmp_path / "canais.json", restored)
+    assert files.changed_by_others() == {"canais.json": restored}
+    assert files.changed_by_others() == {}
+    files.write(CONTENTS)  # our rewrite is ours again
+    assert files.changed_by_others() == {}
+
+
+def test_in_place_edit_by_someone_else_is_reported(tmp_path: Path) -> None:
+    files = DataFiles(tmp_path)
+    files.write(CONTENTS)
+    with (tmp_path / "mensagens.json").open("w") as f:
+        f.write('[{"src": "a", "dst": "b", "message": "edited", "clock": 2, "id": "s9:2"}]')
+    changed = files.changed_by_others()
+    assert list(changed) == ["mensagens.json"] and changed["mensagens.json"][0]["id"] == "s9:2"
+
+
+def test_unreadable_foreign_file_is_tried_again(tmp_path: Path) -> None:
+    files = DataFiles(tmp_path)
+    files.write(CONTENTS)
+    path = tmp_path / "publicacoes.json"
+    path.write_text('[{"half": ')
+    assert files.changed_by_others() == {}
+    replace_by_other(path, [{"whole": True}])
+    assert files.changed_by_others() == {"publicacoes.json": [{"whole": True}]}
+
+
+def test_files_present_at_start_are_foreign_unless_remembered(tmp_path: Path) -> None:
+    DataFiles(tmp_path).write(CONTENTS)
+    fresh = DataFiles(tmp_path)
+    assert set(fresh.changed_by_others()) == set(DATA_FILES)
+    again = DataFiles(tmp_path)
+    again.remember_current()
+    assert again.changed_by_others() == {}
