@@ -12,6 +12,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bbd import config
 
@@ -135,6 +136,24 @@ def run(layout: Layout, bots: int, bot_interval: float) -> int:
           f"subscriptions {layout.url(layout.xpub)}")
     print("Logs: <dir>/<name>/twistd.log. Ctrl-C stops everything.", flush=True)
     monitor.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", monitor.stopService)
+    reactor.addSystemEventTrigger("before", "shutdown", stop_all, monitor, reactor)
     reactor.run()
     return 0
+
+
+def stop_all(monitor: Any, clock: Any) -> Any:
+    """Stop every daemon and wait until all have exited (procmon's stopService only sends
+    SIGTERM, and kills stragglers after its killTime)."""
+    from twisted.internet import defer
+
+    monitor.stopService()
+    done: defer.Deferred = defer.Deferred()
+
+    def check() -> None:
+        if monitor.protocols:
+            clock.callLater(0.05, check)
+        else:
+            done.callback(None)
+
+    check()
+    return done

@@ -206,6 +206,7 @@ def test_reload_merges_a_restored_backup_by_id(make_cluster) -> None:
     backup = json.loads((d / "publicacoes.json").read_text())
     # A restored backup: the same entry again plus one this server never had.
     extra = dict(backup[0], message="from backup", id="servidor-9:1", clock=backup[0]["clock"] + 1)
+    extra.pop("rid")  # another request, not a retry of the first
     tmp = d / "restore.tmp"
     tmp.write_text(json.dumps(backup + [extra]))
     tmp.replace(d / "publicacoes.json")
@@ -265,13 +266,19 @@ def test_bbd_up_runs_restarts_and_stops(tmp_path) -> None:
             except (OSError, ValueError):
                 return False
         wait_for(restarted, 30, "procmon to restart the killed server")
+        sync = layout.url(layout.server_ports(1)[0])
+        wait_for(lambda: (probe.ask(sync, "status") or {}).get("ready"), 30,
+                 "the restarted server to serve")
+        pids = {name: int((tmp_path / "up" / name / "twistd.pid").read_text())
+                for name in ("reference", "proxy", "broker", "servidor-1", "servidor-2")}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         out = proc.stdout.read().decode()
         assert "servidor-2" in out and "broker" in out
-        for name in ("reference", "proxy", "broker", "servidor-1", "servidor-2"):
-            pid = tmp_path / "up" / name / "twistd.pid"
-            assert not pid.exists(), f"{name} still running"
+        for name, pid in pids.items():
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+            assert not (tmp_path / "up" / name / "twistd.pid").exists(), f"{name} not clean"
     finally:
         if proc.poll() is None:
             proc.kill()
