@@ -1,0 +1,488 @@
+"""Bully election and Berkeley clock synchronisation for one board server.
+
+This is the wiring around two pure cores, ``bbd.election.Bully`` and
+``bbd.berkeley.compute_round``: it turns their actions into messages and the messages
+back into their events. ``BoardServer`` calls the hooks below; the plugin's
+``makeService`` builds one ``Coordinator`` per server and the timers that drive it.
+
+Election (PROTOCOL.md, "Server to server"):
+
+* ``election`` requests go to the sync port of every higher rank; the reply data is
+  ``{"election": "OK"}``. The request carries our ``name`` and ``rank`` (extension
+  fields) so the receiver need not look us up; a request without them counts as coming
+  from below. A receiver that does not outrank the sender replies ``erro``, which the
+  sender treats like no answer.
+* The winner publishes ``[b"servers", {"service": "election", "data": {"coordinator",
+  "rank", "timestamp", "clock"}}]`` through the proxy, and again every
+  ``announce_interval`` (lost announcements and late subscribers heal that way; ``rank``
+  is an extension so a server that has not seen the winner in the reference's list yet
+  can still judge the claim).
+* Failure detection: every ``check_interval`` a follower sends the coordinator the
+  standard ``clock`` request; a request that goes unanswered (not a ``erro`` reply: that
+  is an answer) reports the coordinator failed. So does any other request to it that
+  goes unanswered, the coordinator leaving the reference's list, and, as a last resort,
+  the lease in the Bully machine (no announcement for ``coordinator_timeout``).
+* The election starts as soon as the server knows its rank (the first peer-list refresh
+  after registering), before it has caught up and serves clients: the role does not
+  depend on the board, and a returning higher server takes the role back sooner.
+
+Berkeley (extension messages ``adjust`` and ``berkeley``):
+
+* Only the coordinator runs rounds: it reads every listed peer's ``clock`` (timing each
+  request on its own clock), hands the readings to ``compute_round`` and sends each peer
+  ``adjust`` with ``{"name": coordinator, "delta": seconds}``; it applies its own
+  adjustment directly. Every server slews (``PhysicalClock.adjust``), never jumps back.
+* A server accepts ``adjust`` only from the coordinator it follows (or when it knows of
+  none yet), so a deposed coordinator cannot pull clocks toward itself.
+* Triggers: the ``berkeley_interval`` timer, becoming coordinator, and every
+  ``berkeley_every`` client messages *each* server handles: a follower that reaches the
+  count asks the coordinator for a round with ``berkeley`` (the broker spreads clients over
+  all servers, so counting only the coordinator's own messages would run rounds at a third
+  of the standard's rate). Rounds never overlap; triggers closer together than
+  ``min_round_gap`` are merged into one round at the end of the gap, which bounds the
+  sync-port traffic under heavy load.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from bbd import protocol
+from bbd.berkeley import Reading, RoundResult, compute_round
+from bbd.election import Action, Announce, Bully, CoordinatorChanged, SendElection
+from bbd.protocol import ProtocolError, Request
+from bbd.services.responder import call
+
+log = Logger()
+
+TOPIC = "servers"
+
+
+def _unanswered(failure: Failure) -> bool:
+    """An ``erro`` reply (ProtocolError) proves the peer is alive; anything else does not."""
+    return failure.check(ProtocolError) is None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class Coordinator(service.Service):
+    def __init__(
+        self,
+        server: Any,
+        *,
+        announce_interval: float = 1.0,
+        coordinator_timeout: float | None = 3.0,
+        check_interval: float = 0.5,
+        min_round_gap: float = 0.5,
+        max_rtt: float = 0.2,
+        outlier_threshold: float = 1.0,
+        clock: Any = None,
+    ) -> None:
+        self.server = server
+        self.clock = clock if clock is not None else server.clock
+        self.announce_interval = announce_interval
+        self.coordinator_timeout = coordinator_timeout
+        self.check_interval = check_interval
+        self.min_round_gap = min_round_gap
+        self.max_rtt = max_rtt
+        self.outlier_threshold = outlier_threshold
+        self.bully: Bully | None = None
+        self.last_sync: float | None = None  # our physical clock when we last took an adjustment
+        self.last_adjustment: float | None = None
+        self.rounds = 0  # Berkeley rounds this server ran as coordinator
+        self.subscriber: Any = None
+        self._actions: deque[tuple[Bully, Action]] = deque()
+        self._draining = False
+        self._tick_call: Any = None
+        self._round_running = False
+        self._round_again: str | None = None
+        self._round_later: Any = None
+        self._last_round = -math.inf
+
+    # -- service life ------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        if self.server.factory is not None:
+            from bbd import sockets  # installs the txZMQ reactor: only once a daemon runs
+
+            self.subscriber = sockets.Subscriber(
+                self.server.factory, [sockets.connect(self.server.cfg.subscribe)], [TOPIC],
+                self.on_publication)
+        self._activate()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for call_ in (self._tick_call, self._round_later):
+            if call_ is not None and call_.active():
+                call_.cancel()
+        self._tick_call = self._round_later = None
+        if self.subscriber is not None and self.subscriber.socket is not None:
+            self.subscriber.shutdown()
+        self.subscriber = None
+
+    # -- hooks called by BoardServer ---------------------------------------------------
+
+    def handlers(self) -> dict[str, Any]:
+        return {"election": self._election_in, "adjust": self._adjust_in,
+                "berkeley": self._berkeley_in}
+
+    def status(self) -> dict[str, Any]:
+        bully = self.bully
+        return {
+            "coordinator": bully.coordinator if bully else None,
+            "election_phase": bully.phase.value if bully else None,
+            "last_sync": self.last_sync,
+            "last_adjustment": self.last_adjustment,
+            "berkeley_rounds": self.rounds,
+        }
+
+    def started(self) -> None:
+        """The server serves clients: the election normally began at registration already."""
+        self._activate()
+
+    def peers_changed(self) -> None:
+        if self.bully is not None and self.bully.rank == self.server.rank:
+            self._run(self.bully.peers_changed(self._ranks()))
+        else:
+            self._activate()
+
+    def message_handled(self, count: int) -> None:
+        every = self.server.cfg.berkeley_every
+        if every <= 0 or count % every:
+            return
+        bully = self.bully
+        if bully is None or bully.coordinator is None:
+            return
+        if bully.is_coordinator:
+            self.request_round(f"{count} client messages")
+            return
+        target = bully.coordinator
+        d = self._ask(target, "berkeley", {"name": self.name, "handled": count},
+                      self.server.cfg.peer_timeout)
+        d.addErrback(self._coordinator_silent, target, "berkeley")
+
+    # -- election ----------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.server.cfg.name
+
+    def _ranks(self) -> dict[str, int]:
+        return {p.name: p.rank for p in self.server.peers.values()}
+
+    def _activate(self) -> None:
+        """Create the Bully machine once the rank is known (anew if the rank changed) and
+        start the election every server runs when it starts."""
+        rank = self.server.rank
+        if not self.running or rank is None:
+            return
+        if self.bully is not None and self.bully.rank == rank:
+            return
+        cfg = self.server.cfg
+        self.bully = Bully(
+            self.name, rank, self.clock, self._ranks(),
+            answer_timeout=cfg.election_answer_timeout,
+            announce_timeout=cfg.election_announce_timeout,
+            announce_interval=self.announce_interval,
+            coordinator_timeout=self.coordinator_timeout)
+        log.info("election: {name} (rank {rank}) starting, {n} peers known", name=self.name,
+                 rank=rank, n=len(self.bully.peers))
+        self._run(self.bully.start())
+
+    def _run(self, actions: list[Action]) -> None:
+        """Carry out a machine's actions in order. A request may fail synchronously and feed
+        the machine again from inside this loop, so new actions queue behind the current
+        ones instead of running nested."""
+        bully = self.bully
+        if bully is None:
+            return
+        self._actions.extend((bully, a) for a in actions)
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._actions:
+                owner, action = self._actions.popleft()
+                if owner is self.bully:  # drop actions of a machine since replaced
+                    self._do(owner, action)
+        finally:
+            self._draining = False
+        self._reschedule()
+
+    def _do(self, bully: Bully, action: Action) -> None:
+        if isinstance(action, SendElection):
+            self._send_election(bully, action.to)
+        elif isinstance(action, Announce):
+            self._announce(action)
+        elif isinstance(action, CoordinatorChanged):
+            self._coordinator_changed(bully, action.name)
+
+    def _coordinator_changed(self, bully: Bully, name: str | None) -> None:
+        if name is None:
+            log.info("election: coordinator unknown, election under way ({phase})",
+                     phase=bully.phase.value)
+        elif name == self.name:
+            log.info("elected {coordinator} (rank {rank}): this server coordinates",
+                     coordinator=name, rank=bully.rank)
+            self.request_round("elected")
+        else:
+            log.info("election: coordinator is now {coordinator} (rank {rank})",
+                     coordinator=name, rank=bully.peers.get(name))
+
+    def _reschedule(self) -> None:
+        """One timer at the machine's next deadline, so its timeouts fire on time without
+        polling."""
+        if self._tick_call is not None and self._tick_call.active():
+            self._tick_call.cancel()
+        self._tick_call = None
+        if not self.running or self.bully is None:
+            return
+        when = self.bully.next_deadline()
+        if when is not None:
+            self._tick_call = self.clock.callLater(max(0.0, when - self.clock.seconds()),
+                                                   self._tick)
+
+    def _tick(self) -> None:
+        self._tick_call = None
+        if self.bully is not None:
+            self._run(self.bully.tick())
+
+    def _send_election(self, bully: Bully, to: str) -> None:
+        log.info("election: asking {peer} (rank {rank})", peer=to, rank=bully.peers.get(to))
+
+        def answered(data: dict[str, Any]) -> None:
+            if self.bully is not bully:
+                return
+            if data.get("election") == "OK":
+                log.info("election: {peer} answered OK, waiting for its announcement", peer=to)
+                self._run(bully.ok_received(to))
+            else:
+                log.info("election: {peer} declined ({why})", peer=to,
+                         why=data.get("description", data))
+                self._run(bully.election_request_failed(to))
+
+        def failed(failure: Failure) -> None:
+            if self.bully is not bully:
+                return
+            log.info("election: {peer} did not answer ({why})", peer=to,
+                     why=failure.getErrorMessage())
+            self._run(bully.election_request_failed(to))
+
+        d = self._ask(to, "election", {"name": self.name, "rank": bully.rank},
+                      self.server.cfg.election_answer_timeout)
+        d.addCallbacks(answered, failed)
+
+    def _announce(self, action: Announce) -> None:
+        data = {"coordinator": action.coordinator, "rank": self.server.rank}
+        msg = protocol.message("election", data, clock=self.server.lamport.tick(),
+                               timestamp=self.server.physical.now())
+        sent = self.server.publisher.publish(TOPIC, protocol.encode(msg))
+        if action.repeat:
+            log.debug("re-announced {coordinator} on {topic}", coordinator=action.coordinator,
+                      topic=TOPIC)
+        else:
+            log.info("announced {coordinator} (rank {rank}) on {topic}{dropped}",
+                     coordinator=action.coordinator, rank=self.server.rank, topic=TOPIC,
+                     dropped="" if sent else " (dropped: proxy queue full)")
+
+    def on_publication(self, topic: str, payload: bytes) -> None:
+        """An announcement on ``servers`` (our own ones come back too)."""
+        try:
+            req = protocol.decode(payload)
+        except ProtocolError as e:
+            log.info("ignored undecodable {topic} publication: {why}", topic=topic,
+                     why=e.description)
+            return
+        if req.service != "election":
+            return
+        self.server.lamport.observe(protocol.received_clock(req.data))
+        name = req.data.get("coordinator")
+        if not isinstance(name, str) or self.bully is None:
+            return
+        rank = req.data.get("rank")
+        rank = rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+        if name != self.bully.coordinator and name != self.name:
+            log.info("election: announcement of {coordinator} (rank {rank})",
+                     coordinator=name, rank=rank)
+        self._run(self.bully.announcement_received(name, rank))
+
+    def _election_in(self, req: Request) -> dict[str, Any]:
+        bully = self.bully
+        if bully is None:
+            raise ProtocolError("not registered yet: no rank to compare", "election")
+        sender = req.data.get("name")
+        sender = sender if isinstance(sender, str) else ""
+        rank = req.data.get("rank")
+        rank = rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+        ok, actions = bully.election_request_received(sender, rank)
+        log.info("election: request from {peer} (rank {from_rank}) -> {answer}",
+                 peer=sender or "?", from_rank=rank, answer="OK" if ok else "declined")
+        self._run(actions)
+        if not ok:
+            raise ProtocolError(f"{self.name} (rank {bully.rank}) does not outrank the sender",
+                                "election")
+        return {"election": "OK"}
+
+    def check_coordinator(self) -> defer.Deferred | None:
+        """Timer body: a follower's liveness probe of its coordinator (the standard's
+        ``clock`` request)."""
+        bully = self.bully
+        if bully is None or bully.coordinator is None or bully.is_coordinator:
+            return None
+        target = bully.coordinator
+        if target not in self.server.peers:
+            # Announced before our next list refresh reached it: nothing to probe yet, and
+            # a coordinator that never shows up is caught by the lease.
+            return None
+        d = self._ask(target, "clock", {}, self.server.cfg.peer_timeout)
+        return d.addErrback(self._coordinator_silent, target, "clock")
+
+    def _coordinator_silent(self, failure: Failure, target: str, what: str) -> None:
+        if not _unanswered(failure):
+            return
+        bully = self.bully
+        if bully is None or bully.coordinator != target:
+            return  # stale: the coordinator changed meanwhile
+        log.warn("coordinator {coordinator} did not answer {request} ({why}): election",
+                 coordinator=target, request=what, why=failure.getErrorMessage())
+        self._run(bully.coordinator_failed(target))
+
+    def _ask(self, to: str, service_: str, data: dict[str, Any],
+             timeout: float) -> defer.Deferred:
+        peer = self.server.peers.get(to)
+        client = getattr(peer, "sync_client", None)
+        if client is None:
+            return defer.fail(ConnectionError(f"{to}: not in the reference's list"))
+        return call(client, service_, data, lamport=self.server.lamport,
+                    now=self.server.physical.now, timeout=timeout)
+
+    # -- Berkeley ----------------------------------------------------------------------
+
+    def berkeley_tick(self) -> defer.Deferred | None:
+        """Timer body (``berkeley_interval``)."""
+        return self.request_round("timer")
+
+    def request_round(self, why: str) -> defer.Deferred | None:
+        """Run a round now if this server coordinates, merging triggers that come while one
+        runs or within ``min_round_gap`` of the last."""
+        if not self.running or self.bully is None or not self.bully.is_coordinator:
+            return None
+        if self._round_running:
+            self._round_again = self._round_again or why
+            return None
+        wait = self._last_round + self.min_round_gap - self.clock.seconds()
+        if wait > 0:
+            if self._round_later is None:
+                self._round_later = self.clock.callLater(wait, self._deferred_round, why)
+            return None
+        self._round_running = True
+        self._last_round = self.clock.seconds()
+        d = self._round(why)
+        d.addErrback(lambda f: log.failure("Berkeley round failed", f))
+        d.addBoth(self._round_done)
+        return d
+
+    def _deferred_round(self, why: str) -> None:
+        self._round_later = None
+        self.request_round(why)
+
+    def _round_done(self, _: Any) -> None:
+        self._round_running = False
+        again, self._round_again = self._round_again, None
+        if again is not None:
+            self.request_round(again)
+
+    @defer.inlineCallbacks
+    def _round(self, why: str) -> Any:
+        names = [n for n, p in self.server.peers.items()
+                 if getattr(p, "sync_client", None) is not None]
+        results = yield defer.DeferredList([self._read_clock(n) for n in names],
+                                           consumeErrors=True)
+        readings: dict[str, Reading | None] = {
+            n: (r if ok else None) for n, (ok, r) in zip(names, results, strict=True)}
+        bully = self.bully
+        if bully is None or not bully.is_coordinator:
+            log.info("Berkeley round ({why}) abandoned: no longer coordinator", why=why)
+            return None
+        result = compute_round(self.name, readings, max_rtt=self.max_rtt,
+                               outlier_threshold=self.outlier_threshold)
+        self.rounds += 1
+        self._log_round(why, result, readings)
+        sends = []
+        for name, delta in result.adjustments.items():
+            if name == self.name:
+                self.apply_adjustment(delta, self.name)
+            else:
+                d = self._ask(name, "adjust", {"name": self.name, "delta": delta},
+                              self.server.cfg.peer_timeout)
+                d.addErrback(self._adjust_failed, name)
+                sends.append(d)
+        yield defer.DeferredList(sends)
+        return result
+
+    @defer.inlineCallbacks
+    def _read_clock(self, name: str) -> Any:
+        now = self.server.physical.now
+        t_send = now()
+        data = yield self._ask(name, "clock", {}, self.server.cfg.peer_timeout)
+        t_recv = now()
+        server_time = _number(data.get("time"))
+        if server_time is None:
+            raise ProtocolError(f"{name}: clock reply without a numeric 'time'", "clock")
+        return Reading(t_send, server_time, t_recv)
+
+    def _log_round(self, why: str, result: RoundResult,
+                   readings: dict[str, Reading | None]) -> None:
+        rtts = {n: round(r.rtt * 1000, 3) for n, r in readings.items() if r is not None}
+        log.info(
+            "Berkeley round {round} ({why}): target {target:+.6f} s; offsets {offsets}; "
+            "rtt ms {rtts}; outliers {outliers}; too slow {too_slow}; failed {failed}",
+            round=self.rounds, why=why, target=result.target,
+            offsets={n: round(o, 6) for n, o in result.offsets.items()}, rtts=rtts,
+            outliers=list(result.outliers), too_slow=list(result.too_slow),
+            failed=list(result.failed))
+
+    def _adjust_failed(self, failure: Failure, name: str) -> None:
+        log.info("Berkeley: adjustment for {peer} not applied ({why})", peer=name,
+                 why=failure.getErrorMessage())
+
+    def apply_adjustment(self, delta: float, by: str) -> None:
+        physical = self.server.physical
+        physical.adjust(delta)
+        self.last_sync = physical.now()
+        self.last_adjustment = delta
+        log.info("clock adjustment {delta:+.6f} s from {coordinator}: slewing, offset now "
+                 "{offset:+.6f} s", delta=delta, coordinator=by, offset=physical.offset())
+
+    def _adjust_in(self, req: Request) -> dict[str, Any]:
+        delta = _number(req.data.get("delta"))
+        if delta is None:
+            raise ProtocolError("adjust needs a numeric 'delta' (seconds)", "adjust")
+        sender = req.data.get("name")
+        following = self.bully.coordinator if self.bully is not None else None
+        if following is not None and sender != following:
+            log.info("refused clock adjustment {delta:+.6f} s from {peer}: following "
+                     "{coordinator}", delta=delta, peer=sender, coordinator=following)
+            raise ProtocolError(f"not following {sender}: coordinator is {following}", "adjust")
+        self.apply_adjustment(delta, str(sender))
+        return {"status": "OK"}
+
+    def _berkeley_in(self, req: Request) -> dict[str, Any]:
+        if self.bully is None or not self.bully.is_coordinator:
+            raise ProtocolError(f"{self.name} is not the coordinator", "berkeley")
+        sender = req.data.get("name")
+        self.request_round(f"{sender} handled {req.data.get('handled')} client messages")
+        return {"status": "OK"}

@@ -1,0 +1,271 @@
+"""The coordinator's wiring on an in-memory network driven by ``task.Clock``: real
+Coordinator and Responder objects, fake sockets (requests and publications are delayed
+calls), so every timeout and round is deterministic."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+
+from bbd import protocol
+from bbd.lamport import LamportClock
+from bbd.physclock import PhysicalClock
+from bbd.services.coordination import TOPIC, Coordinator
+from bbd.services.responder import Responder, call
+
+LATENCY = 0.001
+EPOCH = 1_700_000_000.0
+
+
+class Net:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(EPOCH)
+        self.servers: dict[str, FakeServer] = {}
+        self.published: list[tuple[float, str, dict[str, Any]]] = []
+
+    def boot(self, name: str, rank: int, skew: float = 0.0) -> FakeServer:
+        server = FakeServer(self, name, rank, skew)
+        self.servers[name] = server
+        server.coordination.startService()
+        self.refresh()
+        return server
+
+    def crash(self, name: str) -> None:
+        server = self.servers[name]
+        server.up = False
+        server.coordination.stopService()
+
+    def refresh(self) -> None:
+        """The reference's list reaching every live server: all servers not crashed."""
+        listed = {n: s for n, s in self.servers.items() if s.up}
+        for server in listed.values():
+            server.peers = {n: SimpleNamespace(name=n, rank=s.rank, sync_client=FakeClient(self, n))
+                            for n, s in listed.items() if n != server.cfg.name}
+            server.coordination.peers_changed()
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        self.published.append((self.clock.seconds(), topic, protocol.unpack(payload)))
+        for server in list(self.servers.values()):
+            self.clock.callLater(LATENCY, server.deliver, topic, payload)
+        return True
+
+    def run(self, seconds: float, step: float = 0.01) -> None:
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+
+    def live(self) -> dict[str, FakeServer]:
+        return {n: s for n, s in self.servers.items() if s.up}
+
+    def views(self) -> dict[str, str | None]:
+        return {n: s.coordination.status()["coordinator"] for n, s in self.live().items()}
+
+    def announcements(self, since: float) -> list[str]:
+        return [m["data"]["coordinator"] for t, _, m in self.published if t >= since]
+
+
+class FakeClient:
+    """A DealerClient stand-in: fails at once for a crashed peer (ZeroMQ IMMEDIATE)."""
+
+    def __init__(self, net: Net, to: str) -> None:
+        self.net = net
+        self.to = to
+
+    def request(self, body: bytes, timeout: float) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        target = self.net.servers[self.to]
+        if not target.up:
+            d.errback(ConnectionError(f"{self.to}: not connected"))
+            return d
+        clock = self.net.clock
+
+        def expire() -> None:
+            if not d.called:
+                d.errback(TimeoutError(f"{self.to}: no answer in time"))
+
+        timer = clock.callLater(timeout, expire)
+
+        def finish(out: bytes) -> None:
+            if not d.called:
+                timer.cancel()
+                d.callback(out)
+
+        def deliver() -> None:
+            if target.up and target is self.net.servers[self.to]:
+                target.serve(body, lambda out: clock.callLater(LATENCY, finish, out))
+
+        clock.callLater(LATENCY, deliver)
+        return d
+
+
+class FakeServer:
+    def __init__(self, net: Net, name: str, rank: int, skew: float) -> None:
+        self.cfg = SimpleNamespace(name=name, election_answer_timeout=0.5,
+                                   election_announce_timeout=1.5, peer_timeout=1.0,
+                                   berkeley_every=10, subscribe="")
+        self.clock = net.clock
+        self.rank: int | None = rank
+        self.peers: dict[str, Any] = {}
+        self.lamport = LamportClock()
+        self.physical = PhysicalClock(source=net.clock.seconds, skew=skew)
+        self.responder = Responder(self.lamport, self.physical.now, Logger())
+        self.publisher = net
+        self.factory = None
+        self.up = True
+        self.coordination = Coordinator(self, announce_interval=1.0, coordinator_timeout=3.0,
+                                        check_interval=0.5, min_round_gap=0.5, max_rtt=0.2)
+
+    def serve(self, body: bytes, send: Any) -> None:
+        handlers = {"clock": lambda req: {"time": self.physical.now()}}
+        handlers.update(self.coordination.handlers())
+        self.responder.handle(send, body, handlers)
+
+    def deliver(self, topic: str, payload: bytes) -> None:
+        if self.up:
+            self.coordination.on_publication(topic, payload)
+
+
+def timers(net: Net) -> None:
+    """What makeService's TimerServices do, on the fake clock."""
+
+    def check() -> None:
+        for s in net.live().values():
+            s.coordination.check_coordinator()
+        net.clock.callLater(0.5, check)
+
+    net.clock.callLater(0.5, check)
+
+
+def cluster(skews: tuple[float, ...] = (0.0, 0.0, 0.0)) -> Net:
+    net = Net()
+    timers(net)
+    for i, skew in enumerate(skews, start=1):
+        net.boot(f"s{i}", i, skew)
+    net.run(2)
+    return net
+
+
+def test_boot_elects_the_highest_rank_everywhere() -> None:
+    net = cluster()
+    assert net.views() == {"s1": "s3", "s2": "s3", "s3": "s3"}
+    assert all(s.coordination.status()["election_phase"] == "idle"
+               for s in net.live().values())
+    # The coordinator keeps re-announcing itself; the payload has the standard's form.
+    since = net.clock.seconds()
+    net.run(2.5)
+    assert set(net.announcements(since)) == {"s3"}
+    _, topic, msg = net.published[-1]
+    assert topic == TOPIC and msg["service"] == "election"
+    assert {"coordinator", "timestamp", "clock"} <= msg["data"].keys()
+
+
+def test_coordinator_crash_fails_over_within_a_second() -> None:
+    net = cluster()
+    killed = net.clock.seconds()
+    net.crash("s3")
+    net.run(1.0)
+    assert net.views() == {"s1": "s2", "s2": "s2"}
+    first = next(t for t, _, m in net.published
+                 if t >= killed and m["data"]["coordinator"] == "s2")
+    assert first - killed <= 0.6  # one probe interval plus a failed election request
+
+
+def test_leaving_the_reference_list_starts_an_election() -> None:
+    net = cluster()
+    net.crash("s3")
+    net.refresh()  # noticed through the list before any probe
+    net.clock.advance(0.01)
+    assert net.views() == {"s1": "s2", "s2": "s2"}
+
+
+def test_returning_higher_server_takes_over() -> None:
+    net = cluster()
+    net.crash("s3")
+    net.run(1.0)
+    net.boot("s3", 3)
+    net.run(1.0)
+    assert net.views() == {"s1": "s3", "s2": "s3", "s3": "s3"}
+    since = net.clock.seconds()
+    net.run(2.5)
+    assert set(net.announcements(since)) == {"s3"}  # s2 stopped claiming the role
+
+
+def test_hung_coordinator_times_out_and_is_replaced() -> None:
+    net = cluster()
+    # Still connected but silent (SIGSTOP): requests time out instead of failing at once.
+    s3 = net.servers["s3"]
+    s3.serve = lambda body, send: None  # type: ignore[method-assign]
+    s3.deliver = lambda topic, payload: None  # type: ignore[method-assign]
+    s3.coordination.stopService()
+    net.run(3.0)
+    assert {n: v for n, v in net.views().items() if n != "s3"} == {"s1": "s2", "s2": "s2"}
+
+
+def test_berkeley_converges_without_going_backwards() -> None:
+    net = cluster(skews=(-3.0, 0.0, 5.0))
+    last = {n: s.physical.now() for n, s in net.servers.items()}
+    for _ in range(30):
+        net.servers["s3"].coordination.berkeley_tick()
+        for _ in range(100):
+            net.clock.advance(0.01)
+            for n, s in net.servers.items():
+                now = s.physical.now()
+                assert now >= last[n]
+                last[n] = now
+    offsets = [s.physical.now() - net.clock.seconds() for s in net.servers.values()]
+    assert max(offsets) - min(offsets) < 0.001
+    assert abs(offsets[1]) < 0.01  # the outliers moved to the sound clock, not it to them
+    assert all(s.coordination.status()["last_sync"] is not None
+               for s in net.servers.values())
+
+
+def test_every_tenth_message_of_a_follower_asks_for_a_round() -> None:
+    net = cluster()
+    coordinator = net.servers["s3"].coordination
+    net.run(1.0)  # past the minimum gap after the election's own round
+    before = coordinator.rounds
+    for n in range(1, 10):
+        net.servers["s1"].coordination.message_handled(n)
+    net.run(0.1)
+    assert coordinator.rounds == before
+    net.servers["s1"].coordination.message_handled(10)
+    net.run(0.1)
+    assert coordinator.rounds == before + 1
+    # A burst of triggers within the gap is merged into one more round.
+    for n in (20, 30, 40):
+        net.servers["s2"].coordination.message_handled(n)
+    net.run(1.0)
+    assert coordinator.rounds == before + 2
+
+
+def test_adjust_only_from_the_followed_coordinator() -> None:
+    net = cluster()
+    s1 = net.servers["s1"]
+    results: list[Any] = []
+    for sender in ("s2", "s3"):
+        d = call(FakeClient(net, "s1"), "adjust", {"name": sender, "delta": 0.25},
+                 lamport=LamportClock(), now=lambda: 0.0, timeout=1.0)
+        d.addCallback(results.append)
+        net.run(0.1)
+    assert results[0]["status"] == "erro"
+    assert results[1]["status"] == "OK"
+    assert s1.physical.pending() > 0
+
+
+def test_election_request_from_a_higher_rank_is_declined() -> None:
+    net = cluster()
+    results: list[Any] = []
+    d = call(FakeClient(net, "s2"), "election", {"name": "s3", "rank": 3},
+             lamport=LamportClock(), now=lambda: 0.0, timeout=1.0)
+    d.addCallback(results.append)
+    net.run(0.1)
+    assert results[0]["status"] == "erro" and "election" not in results[0]
+    d = call(FakeClient(net, "s2"), "election", {}, lamport=LamportClock(),
+             now=lambda: 0.0, timeout=1.0)  # a foreign server that sends no name
+    d.addCallback(results.append)
+    net.run(0.1)
+    assert results[1]["election"] == "OK"
