@@ -17,6 +17,17 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(why) from None
 
 
+def _glue_negative_lists(argv: list[str]) -> list[str]:
+    """``--clock-skews -3,0,5`` would read as an unknown option ``-3,0,5``: glue it on."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--clock-skews" and arg.startswith("-"):
+            out[-1] = f"--clock-skews={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bbd", description="BulletInBoard tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     bench.add_argument("--seconds", type=float, default=5.0)
     bench.add_argument("--service", default="publish", choices=["publish", "channels"])
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_negative_lists(sys.argv[1:] if argv is None else argv))
 
     if args.command == "up":
         from bbd import launcher
