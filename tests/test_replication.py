@@ -55,6 +55,10 @@ class Writers:
         with self.lock:
             return len(self.acked)
 
+    def wait_more(self, k: int, what: str) -> None:
+        n = self.count()
+        wait_for(lambda: self.count() >= n + k, 60, f"{k} more writes {what}")
+
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         for t in self.threads:
@@ -97,61 +101,48 @@ def assert_exactly_once(files: dict, acked: list[str]) -> None:
     assert not missing, f"{len(missing)} acknowledged posts lost, e.g. {missing[:5]}"
 
 
-def test_sigkill_mid_stream_then_restart(make_cluster) -> None:
-    cluster = make_cluster()
+def kill_and_restart_under_load(cluster: Cluster, name: str, writers: int) -> Writers:
+    """Writes go on before, while and after ``name`` is down; returns the writers."""
     setup_board(cluster)
-    with Writers(cluster, 6) as w:
-        wait_for(lambda: w.count() > 150, 60, "writes before the kill")
-        cluster.kill("servidor-2")
-        n = w.count()
-        wait_for(lambda: w.count() > n + 150, 60, "writes while a server is down")
-        cluster.spawn("servidor-2")
-        cluster.wait_up(["servidor-2"])
-        n = w.count()
-        wait_for(lambda: w.count() > n + 150, 60, "writes after the restart")
+    with Writers(cluster, writers) as w:
+        w.wait_more(150, "before the kill")
+        cluster.kill(name)
+        w.wait_more(150, f"while {name} is down")
+        cluster.spawn(name)
+        cluster.wait_up([name])
+        w.wait_more(150, f"after {name} is back")
     assert w.failed == 0
-    files = wait_converged(cluster, cluster.names())
-    assert_exactly_once(files, w.acked)
+    assert_exactly_once(wait_converged(cluster, cluster.names()), w.acked)
+    return w
+
+
+def test_sigkill_mid_stream_then_restart(make_cluster) -> None:
+    kill_and_restart_under_load(make_cluster(), "servidor-2", 6)
+
+
+def test_reference_restart_during_stream(make_cluster) -> None:
+    cluster = make_cluster()
+    kill_and_restart_under_load(cluster, "reference", 4)
+    listing = cluster.ask(cluster.reference, "list")["list"]
+    assert sorted(e["name"] for e in listing) == cluster.names()
 
 
 def test_sigstop_under_load_clients_keep_answers(make_cluster) -> None:
     cluster = make_cluster()
     setup_board(cluster)
     with Writers(cluster, 6) as w:
-        wait_for(lambda: w.count() > 100, 60, "writes before the pause")
+        w.wait_more(100, "before the pause")
         cluster.signal("servidor-3", signal.SIGSTOP)
         n = w.count()
         time.sleep(4)  # the pause itself is the fault under test
         during = w.count() - n
         cluster.signal("servidor-3", signal.SIGCONT)
-        n = w.count()
-        wait_for(lambda: w.count() > n + 150, 60, "writes after the pause")
+        w.wait_more(150, "after the pause")
     # A third of the requests go to the paused server and wait out a client timeout (1 s)
     # before their retry; the rest are answered at once.
     assert during >= 10, f"only {during} writes answered during the pause"
     assert w.failed == 0
     assert_exactly_once(wait_converged(cluster, cluster.names()), w.acked)
-
-
-def test_reference_restart_during_stream(make_cluster) -> None:
-    cluster = make_cluster()
-    setup_board(cluster)
-    with Writers(cluster, 4) as w:
-        wait_for(lambda: w.count() > 100, 60, "writes before")
-        cluster.kill("reference")
-        n = w.count()
-        wait_for(lambda: w.count() > n + 100, 60, "writes while the reference is down")
-        cluster.spawn("reference")
-        cluster.wait_up(["reference"])
-        n = w.count()
-        wait_for(lambda: w.count() > n + 100, 60, "writes after the reference is back")
-    assert w.failed == 0
-    files = wait_converged(cluster, cluster.names())
-    assert_exactly_once(files, w.acked)
-    # Every write reached every server while the reference was away (nothing was left for
-    # anti-entropy to repair: the servers' logs say so).
-    listing = cluster.ask(cluster.reference, "list")["list"]
-    assert sorted(e["name"] for e in listing) == cluster.names()
 
 
 def test_twenty_concurrent_creators_one_winner(make_cluster) -> None:

@@ -38,20 +38,27 @@ def echo_server(factory, address: str, answer: bool = True):
     return server, seen
 
 
-@pytest_twisted.inlineCallbacks
-def test_pipelined_requests_are_matched_to_their_replies(factory) -> None:
+@defer.inlineCallbacks
+def connected_client(factory, address: str):
+    """A DealerClient that has had one reply: with IMMEDIATE, sends fail until the
+    connection is up."""
     from bbd import sockets
 
-    address = f"tcp://127.0.0.1:{free_port()}"
-    echo_server(factory, address)
     client = sockets.DealerClient(factory, address, reactor, 1024)
-    # IMMEDIATE: the first send may find no connection yet; retry until connected.
     for _ in range(100):
         try:
             yield client.request(b"warm", 1.0)
-            break
+            return client
         except sockets.PeerUnavailable:
             yield task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError(f"no connection to {address}")
+
+
+@pytest_twisted.inlineCallbacks
+def test_pipelined_requests_are_matched_to_their_replies(factory) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    echo_server(factory, address)
+    client = yield connected_client(factory, address)
     replies = yield defer.gatherResults([client.request(b"m%d" % i, 2.0) for i in range(50)])
     assert replies == [b"M%d" % i for i in range(50)]
     client.close()
@@ -63,13 +70,7 @@ def test_unanswered_request_times_out_and_others_still_work(factory) -> None:
 
     address = f"tcp://127.0.0.1:{free_port()}"
     echo_server(factory, address)
-    client = sockets.DealerClient(factory, address, reactor, 1024)
-    for _ in range(100):
-        try:
-            yield client.request(b"warm", 1.0)
-            break
-        except sockets.PeerUnavailable:
-            yield task.deferLater(reactor, 0.02, lambda: None)
+    client = yield connected_client(factory, address)
     lost = client.request(b"ignore", 0.2)
     ok = yield client.request(b"fine", 2.0)
     assert ok == b"FINE"
