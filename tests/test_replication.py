@@ -125,6 +125,10 @@ def test_reference_restart_during_stream(make_cluster) -> None:
     kill_and_restart_under_load(cluster, "reference", 4)
     listing = cluster.ask(cluster.reference, "list")["list"]
     assert sorted(e["name"] for e in listing) == cluster.names()
+    # Cut off from the reference, each server caught up again before serving on.
+    for name in cluster.names():
+        log = (cluster.data_dir(name) / "twistd.log").read_text()
+        assert "caught up after a cut-off from the reference" in log, name
 
 
 def test_sigstop_under_load_clients_keep_answers(make_cluster) -> None:

@@ -113,6 +113,8 @@ class BoardServer(service.Service):
         self._outbox_call: Any = None
         self.snapshot_at = -1
         self.handled = 0
+        self._reference_lost = False
+        self._cut_off = False
         self.factory = None
         self.frontend = None
         self.coordination = None  # election + Berkeley, attached by the plugin
@@ -189,11 +191,17 @@ class BoardServer(service.Service):
         return call(client, service_, data, lamport=self.lamport, now=self.physical.now,
                     timeout=self.cfg.peer_timeout)
 
-    def heartbeat_if_registered(self) -> defer.Deferred | None:
-        """The periodic heartbeat; start-up does its own registration first."""
-        if self.ready and not self.catching_up:
-            return self.heartbeat()
-        return None
+    @defer.inlineCallbacks
+    def periodic_heartbeat(self) -> Any:
+        """The heartbeat timer, once serving (start-up registers by itself). Coming back
+        from a cut-off (the reference unreachable, or it had written us off) means the
+        others may have gone on without us: catch up before serving again."""
+        if not self.ready or self.catching_up:
+            return
+        yield self.heartbeat()
+        if self._cut_off and self.rank is not None and not self._reference_lost:
+            self._cut_off = False
+            yield self.catch_up("a cut-off from the reference")
 
     @defer.inlineCallbacks
     def heartbeat(self) -> Any:
@@ -213,12 +221,18 @@ class BoardServer(service.Service):
                     log.warn("reference does not know {name}: registering again",
                              name=self.cfg.name)
                     self.rank = None
+                    self._cut_off = True
                     return
             reply = yield self._ask(self.reference, "list", {})
             self._update_peers(reply.get("list") or [])
+            if self._reference_lost:
+                log.info("reference {ref} reachable again", ref=self.cfg.reference)
+                self._reference_lost = False
         except Exception as e:
-            log.warn("reference {ref} unreachable ({why}); keeping the last peer list",
-                     ref=self.cfg.reference, why=str(e))
+            if not self._reference_lost:
+                log.warn("reference {ref} unreachable ({why}); keeping the last peer list",
+                         ref=self.cfg.reference, why=str(e))
+            self._reference_lost = self._cut_off = True
 
     def _update_peers(self, listing: list[dict[str, Any]]) -> None:
         seen = set()
@@ -499,6 +513,7 @@ class BoardServer(service.Service):
         """Pull from every listed peer before (again) serving clients."""
         self.ready = False
         self.catching_up = True
+        self._cut_off = False
         began = time.monotonic()
         total = 0
         try:
@@ -685,7 +700,7 @@ def makeService(options: Options) -> service.MultiService:
     coordination.setServiceParent(top)
     # Timers start after the server (MultiService order) and stop before it.
     for interval, fn, what in [
-        (cfg.heartbeat_interval, server.heartbeat_if_registered, "heartbeat"),
+        (cfg.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),
         (cfg.snapshot_interval, server.snapshot, "JSON snapshot"),
         (cfg.reload_interval, server.reload, "JSON reload"),
         (cfg.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
