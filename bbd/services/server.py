@@ -118,6 +118,12 @@ class BoardServer(service.Service):
         self.factory = None
         self.frontend = None
         self.coordination = None  # election + Berkeley, attached by the plugin
+        self.client_handlers = {
+            "login": self._login, "users": self._users, "channel": self._channel,
+            "channels": self._channels, "publish": self._publish, "message": self._message,
+            "history": self._history,
+        }
+        self.replication_handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
 
     # -- start and stop --------------------------------------------------------------
 
@@ -301,12 +307,8 @@ class BoardServer(service.Service):
             self.queued.append((envelope, body))
             return
         self.handled += 1
-        handlers = {
-            "login": self._login, "users": self._users, "channel": self._channel,
-            "channels": self._channels, "publish": self._publish, "message": self._message,
-            "history": self._history,
-        }
-        self.responder.handle(lambda out: self.frontend.reply(envelope, out), body, handlers)
+        self.responder.handle(lambda out: self.frontend.reply(envelope, out), body,
+                              self.client_handlers)
         if self.coordination is not None:
             self.coordination.message_handled(self.handled)
 
@@ -455,8 +457,8 @@ class BoardServer(service.Service):
             log.info("peer {peer} is answering again", peer=peer.name)
 
     def _on_replication(self, envelope: list[bytes], body: bytes) -> None:
-        handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
-        self.responder.handle(lambda out: self.replication.reply(envelope, out), body, handlers)
+        self.responder.handle(lambda out: self.replication.reply(envelope, out), body,
+                              self.replication_handlers)
 
     @defer.inlineCallbacks
     def _replicate_in(self, req: Request) -> Any:
