@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bbd import config
@@ -80,12 +81,17 @@ def _ask(endpoint: str, service: str, timeout: float) -> dict | None:
         c.close()
 
 
+def _clock_time(epoch: float) -> str:
+    """Time of day (UTC) with milliseconds: what a person compares across rows."""
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
 def status(reference: str, timeout: float) -> int:
     listing = _ask(reference, "list", timeout)
     if listing is None:
         print(f"reference {reference} does not answer", file=sys.stderr)
         return 1
-    rows = [("", "name", "rank", "ready", "coordinator", "lamport", "offset s", "last sync",
+    rows = [("", "name", "rank", "ready", "coordinator", "lamport", "offset s", "last sync (UTC)",
              "applied")]
     for entry in listing.get("list", []):
         s = _ask(entry.get("sync", ""), "status", timeout) if entry.get("sync") else None
@@ -97,7 +103,7 @@ def status(reference: str, timeout: float) -> int:
         last = s.get("last_sync")
         rows.append((mark, s["name"], str(s["rank"]), str(s["ready"]),
                      str(s.get("coordinator")), str(s["clock"]), f"{s['offset']:+.4f}",
-                     "never" if last is None else f"{last:.3f}", str(s["applied"])))
+                     "never" if last is None else _clock_time(last), str(s["applied"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
