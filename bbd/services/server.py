@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,12 @@ from bbd.lamport import LamportClock
 from bbd.options import DaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
 from bbd.protocol import ProtocolError, Request
+from bbd.services.replication import Peer, Replication
 from bbd.services.responder import Responder, call
 from bbd.state import Board, Op, ops_from_files
 from bbd.store import DataFiles, Journal
 
 log = Logger()
-
-BATCH_BYTES = 256 * 1024  # keep one replicate or pull message well under the frame limit
 
 
 @dataclass
@@ -70,17 +68,6 @@ class ServerConfig:
 
 
 @dataclass
-class Peer:
-    name: str
-    rank: int
-    replication: str
-    sync: str
-    up: bool = True
-    repl_client: Any = None
-    sync_client: Any = None
-
-
-@dataclass
 class _Settling:
     """Waiters for an own operation whose replication has not finished."""
 
@@ -92,7 +79,7 @@ class _Settling:
         return d
 
 
-class BoardServer(service.Service):
+class BoardServer(Replication, service.Service):
     def __init__(self, cfg: ServerConfig, clock: Any = reactor) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -240,64 +227,6 @@ class BoardServer(service.Service):
                          ref=self.cfg.reference, why=str(e))
             self._reference_lost = self._cut_off = True
 
-    def _update_peers(self, listing: list[dict[str, Any]]) -> None:
-        seen = set()
-        for entry in listing:
-            if self._add_peer(entry):
-                seen.add(entry["name"])
-        for name in list(self.peers):
-            if name not in seen:
-                log.info("peer {peer} left the reference's list", peer=name)
-                self._close_peer(self.peers.pop(name))
-        if self.coordination is not None:
-            self.coordination.peers_changed()
-
-    def _add_peer(self, entry: dict[str, Any]) -> bool:
-        """Know (or refresh) a peer from a listing entry; False if the entry is unusable
-        or is this server itself."""
-        from bbd import sockets
-
-        name = entry.get("name")
-        if name == self.cfg.name or not isinstance(name, str):
-            return False
-        if not isinstance(entry.get("replication"), str):
-            return False
-        rank = entry.get("rank")
-        peer = self.peers.get(name)
-        if peer is not None and peer.replication == entry["replication"]:
-            if isinstance(rank, int):
-                peer.rank = rank
-            return True
-        if peer is not None:
-            self._close_peer(peer)
-        peer = Peer(name, rank if isinstance(rank, int) else 0, entry["replication"],
-                    entry.get("sync") if isinstance(entry.get("sync"), str) else "")
-        peer.repl_client = sockets.DealerClient(
-            self.factory, peer.replication, self.clock, self.cfg.max_bytes)
-        if peer.sync:
-            peer.sync_client = sockets.DealerClient(
-                self.factory, peer.sync, self.clock, self.cfg.max_bytes)
-        self.peers[name] = peer
-        log.info("peer {peer} (rank {rank}) joined at {ep}", peer=name, rank=peer.rank,
-                 ep=peer.replication)
-        return True
-
-    def _identity(self) -> dict[str, Any]:
-        return {"name": self.cfg.name, "rank": self.rank,
-                "replication": self.cfg.endpoint(self.cfg.replication_port),
-                "sync": self.cfg.endpoint(self.cfg.sync_port)}
-
-    def _close_peer(self, peer: Peer) -> None:
-        for client in (peer.repl_client, peer.sync_client):
-            if client is not None:
-                client.close()
-
-    def _peer_down(self, peer: Peer, why: str) -> None:
-        if peer.up:
-            peer.up = False
-            log.warn("peer {peer} is not answering ({why}); it will catch up later",
-                     peer=peer.name, why=why)
-
     # -- client requests -------------------------------------------------------------
 
     def _on_client(self, envelope: list[bytes], body: bytes) -> None:
@@ -407,164 +336,6 @@ class BoardServer(service.Service):
         if not self.publisher.publish(topic, protocol.encode(payload)):
             log.warn("publication of {op} dropped: proxy queue full", op=op.id)
 
-    # -- replication -----------------------------------------------------------------
-
-    def _replicate(self, op: Op) -> defer.Deferred:
-        """Queue a durable own operation for every live peer. Operations made durable in
-        the same journal batch leave together, one ``replicate`` per peer."""
-        d: defer.Deferred = defer.Deferred()
-        self._outbox.append((op, d))
-        if self._outbox_call is None:
-            self._outbox_call = self.clock.callLater(0, self._send_outbox)
-        return d
-
-    @defer.inlineCallbacks
-    def _send_outbox(self) -> Any:
-        self._outbox_call = None
-        batch, self._outbox = self._outbox, []
-        try:
-            for chunk in _chunks([op for op, _ in batch]):
-                peers = [p for p in self.peers.values() if p.up]
-                data = {"ops": [op.to_dict() for op in chunk]}
-                results = yield defer.DeferredList(
-                    [self._ask(p.repl_client, "replicate", data) for p in peers],
-                    consumeErrors=True)
-                for peer, (ok, reply) in zip(peers, results, strict=True):
-                    if not ok:
-                        self._peer_down(peer, reply.getErrorMessage())
-                        continue
-                    # Competitors are durable at the peer; ours follow in the background.
-                    self._take(Op.from_dict(c) for c in reply.get("competitors") or [])
-        except Exception:
-            log.failure("replication of {n} operations failed", n=len(batch))
-        finally:
-            for _, d in batch:
-                d.callback(None)
-
-    def _take(self, ops: Iterable[Op]) -> tuple[int, defer.Deferred]:
-        """Apply operations from a peer or a file: how many were new, and a Deferred that
-        fires once they are durable here (one journal submission for all)."""
-        new = []
-        for op in ops:
-            self.lamport.observe(op.clock)
-            if self.board.apply(op):
-                new.append(op.to_dict())
-        return len(new), self.committer.submit(new) if new else defer.succeed(None)
-
-    def _mark_up(self, peer: Peer | None) -> None:
-        if peer is not None and not peer.up:
-            peer.up = True
-            log.info("peer {peer} is answering again", peer=peer.name)
-
-    def _on_replication(self, envelope: list[bytes], body: bytes) -> None:
-        self.responder.handle(lambda out: self.replication.reply(envelope, out), body,
-                              self.replication_handlers)
-
-    @defer.inlineCallbacks
-    def _replicate_in(self, req: Request) -> Any:
-        raw = req.data.get("ops")
-        try:
-            if not isinstance(raw, list):
-                raise ValueError("replicate needs an 'ops' list")
-            ops = [Op.from_dict(d if isinstance(d, dict) else {}) for d in raw]
-        except ValueError as e:
-            raise ProtocolError(str(e), "replicate") from None
-        _, durable = self._take(ops)
-        yield durable  # journaled before we ack: the origin may then tell its client
-        if ops:
-            self._mark_up(self.peers.get(ops[0].origin))
-        beaten = {c.id: c for op in ops for c in self.board.competitors(op)}
-        return {"status": "OK", "competitors": [c.to_dict() for c in beaten.values()]}
-
-    def _pull_in(self, req: Request) -> dict[str, Any]:
-        vector = req.data.get("vector")
-        if not isinstance(vector, dict):
-            raise ProtocolError("pull needs a 'vector' map", "pull")
-        vector = {str(k): int(v) for k, v in vector.items() if isinstance(v, int)}
-        # A peer that pulls is about to serve: from now on it must get every new write,
-        # even before our next look at the reference's list names it.
-        if isinstance(req.data.get("from"), dict) and self._add_peer(req.data["from"]):
-            self._mark_up(self.peers[req.data["from"]["name"]])
-        after = req.data.get("after")
-        cursor = (after[0], after[1]) if isinstance(after, list) and len(after) == 2 \
-            and isinstance(after[0], str) and isinstance(after[1], int) else None
-        ops, more = self.board.missing_for(vector, 5000, cursor)
-        page = next(iter(_chunks(ops)), [])
-        return {"ops": [op.to_dict() for op in page], "more": more or len(page) < len(ops)}
-
-    @defer.inlineCallbacks
-    def pull_from(self, peer: Peer) -> Any:
-        """Fetch everything ``peer`` holds beyond our version vector; the number taken."""
-        taken = 0
-        after = None
-        while self.running:
-            reply = yield self._ask(peer.repl_client, "pull", {
-                "vector": self.board.vector, "from": self._identity(), "after": after})
-            ops = [Op.from_dict(o) for o in reply["ops"]]
-            n, durable = self._take(ops)
-            yield durable
-            taken += n
-            if not reply.get("more") or not ops:
-                break
-            after = [ops[-1].origin, ops[-1].seq]
-        self._mark_up(peer)
-        return taken
-
-    @defer.inlineCallbacks
-    def catch_up(self, why: str) -> Any:
-        """Pull from every listed peer before (again) serving clients."""
-        self.ready = False
-        self.catching_up = True
-        self._cut_off = False
-        began = time.monotonic()
-        total = 0
-        try:
-            yield self.heartbeat()
-            for peer in list(self.peers.values()):
-                try:
-                    total += yield self.pull_from(peer)
-                except Exception as e:
-                    self._peer_down(peer, str(e))
-        finally:
-            self.catching_up = False
-        log.info("caught up after {why}: {n} operations from {peers} peers in {s:.3f} s",
-                 why=why, n=total, peers=len(self.peers), s=time.monotonic() - began)
-        self.ready = True
-        queued, self.queued = self.queued, []
-        for envelope, body in queued:
-            self._on_client(envelope, body)
-
-    @defer.inlineCallbacks
-    def anti_entropy(self) -> Any:
-        if not self.ready:
-            return
-        for peer in list(self.peers.values()):
-            try:
-                n = yield self.pull_from(peer)
-            except Exception as e:
-                self._peer_down(peer, str(e))
-                continue
-            if n:
-                log.info("anti-entropy: {n} missing operations from {peer}", n=n,
-                         peer=peer.name)
-
-    def _resumed_from_pause(self) -> bool:
-        """A long gap since the last tick means we were stopped (SIGSTOP) or starved: the
-        others went on without us. Checked on every client request too, because after a
-        pause the reactor handles the queued requests before any timer."""
-        now = time.monotonic()
-        gap, self._last_tick = now - self._last_tick, now
-        if gap > max(1.0, 4 * self.cfg.heartbeat_interval):
-            log.warn("{name} was paused for {gap:.1f} s: catching up before serving",
-                     name=self.cfg.name, gap=gap)
-            return True
-        return False
-
-    def watch_for_pause(self) -> defer.Deferred | None:
-        if self.ready and self._resumed_from_pause():
-            return self.catch_up("a pause")
-        return None
-
     # -- files -----------------------------------------------------------------------
 
     def write_files(self) -> None:
@@ -616,21 +387,6 @@ class BoardServer(service.Service):
         if self.coordination is not None:
             status.update(self.coordination.status())
         return status
-
-
-def _chunks(ops: list[Op]) -> Iterator[list[Op]]:
-    """Split operations into messages of at most about BATCH_BYTES."""
-    chunk: list[Op] = []
-    size = 0
-    for op in ops:
-        cost = 200 + sum(len(v) for v in op.fields.values())
-        if chunk and size + cost > BATCH_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(op)
-        size += cost
-    if chunk:
-        yield chunk
 
 
 def _sleep(clock: Any, seconds: float) -> defer.Deferred:
