@@ -69,32 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _ask(endpoint: str, service: str, timeout: float) -> dict | None:
-    from bbd.client import Client, Unavailable
-
-    c = Client(endpoint, timeout=timeout, retries=1)
-    try:
-        return c.request(service, {})
-    except Unavailable:
-        return None
-    finally:
-        c.close()
-
-
 def _clock_time(epoch: float) -> str:
     """Time of day (UTC) with milliseconds: what a person compares across rows."""
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 def status(reference: str, timeout: float) -> int:
-    listing = _ask(reference, "list", timeout)
+    from bbd.client import ask_once
+
+    listing = ask_once(reference, "list", timeout=timeout)
     if listing is None:
         print(f"reference {reference} does not answer", file=sys.stderr)
         return 1
     rows = [("", "name", "rank", "ready", "coordinator", "lamport", "offset s", "last sync (UTC)",
              "applied")]
     for entry in listing.get("list", []):
-        s = _ask(entry.get("sync", ""), "status", timeout) if entry.get("sync") else None
+        s = ask_once(entry["sync"], "status", timeout=timeout) if entry.get("sync") else None
         if s is None:
             rows.append(("?", entry["name"], str(entry["rank"]), "no answer", "", "", "", "",
                          ""))

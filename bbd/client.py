@@ -90,6 +90,19 @@ class Client:
         self.close()
 
 
+def ask_once(endpoint: str, service: str, data: dict[str, Any] | None = None,
+             timeout: float = 1.0) -> dict[str, Any] | None:
+    """One try, no retry: the reply's data, or None if nothing answered in time (for
+    probes: status, readiness)."""
+    c = Client(endpoint, timeout=timeout, retries=1)
+    try:
+        return c.request(service, data)
+    except Unavailable:
+        return None
+    finally:
+        c.close()
+
+
 class Subscriber:
     """Publications on exactly the subscribed topics (ZeroMQ itself matches prefixes)."""
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bbd.client import Client, Unavailable
+from bbd.client import Client, ask_once
 from bbd.launcher import Daemon, Layout
 
 
@@ -134,13 +134,7 @@ class Cluster:
 
     def ask(self, endpoint: str, service: str, data: dict | None = None,
             timeout: float = 0.5) -> dict | None:
-        c = Client(endpoint, timeout=timeout, retries=1)
-        try:
-            return c.request(service, data or {})
-        except Unavailable:
-            return None
-        finally:
-            c.close()
+        return ask_once(endpoint, service, data, timeout)
 
     def status(self, name: str, timeout: float = 0.5) -> dict | None:
         return self.ask(self.sync_endpoint(name), "status", timeout=timeout)
