@@ -78,18 +78,17 @@ def read_files(cluster: Cluster, name: str) -> dict:
 
 
 def wait_converged(cluster: Cluster, names: list[str], timeout: float = 30) -> dict:
-    """Byte-identical data files on every named server (and stable), then their content."""
-    def same() -> dict | None:
-        try:
-            files = [read_files(cluster, n) for n in names]
-        except FileNotFoundError:
-            return None
-        return files[0] if all(f == files[0] for f in files[1:]) else None
-    wait_for(lambda: all(cluster.status(n) and cluster.status(n)["ready"] for n in names),
-             timeout, "servers ready")
-    wait_for(same, timeout, "identical data files")
-    time.sleep(2.5)  # two snapshot intervals with no writes: still identical, not mid-change
-    return wait_for(same, timeout, "identical data files after quiescence")
+    """Once every named server holds the same operations and has written them to its
+    files: the files, which must then be byte-identical."""
+    def settled() -> bool:
+        statuses = [cluster.status(n) for n in names]
+        return all(s and s["ready"] and s["files_current"] for s in statuses) and \
+            all(s["vector"] == statuses[0]["vector"] for s in statuses)
+    wait_for(settled, timeout, "servers to hold the same operations, written to their files")
+    files = [read_files(cluster, n) for n in names]
+    for name, other in zip(names[1:], files[1:], strict=True):
+        assert other == files[0], f"{name}'s data files differ from {names[0]}'s"
+    return files[0]
 
 
 def assert_exactly_once(files: dict, acked: list[str]) -> None:

@@ -98,7 +98,8 @@ class BoardServer(Replication, service.Service):
         self.settling: dict[str, _Settling] = {}
         self._outbox: list[tuple[Op, defer.Deferred]] = []
         self._outbox_call: Any = None
-        self.snapshot_at = -1
+        self.snapshot_at = -1  # board.applied when the last snapshot was taken
+        self.files_at = -1  # ... and when the last one reached the disk
         self.handled = 0
         self._reference_lost = False
         self._cut_off = False
@@ -343,6 +344,7 @@ class BoardServer(Replication, service.Service):
             return
         self.snapshot_at = self.board.applied
         self.files.write(self.board.snapshot())
+        self.files_at = self.snapshot_at
 
     def snapshot(self) -> defer.Deferred | None:
         """Atomically rewrite the four JSON files if anything changed (off the reactor)."""
@@ -350,8 +352,9 @@ class BoardServer(Replication, service.Service):
             return None
         from twisted.internet import threads
 
-        self.snapshot_at = self.board.applied
-        return threads.deferToThread(self.files.write, self.board.snapshot())
+        at = self.snapshot_at = self.board.applied
+        d = threads.deferToThread(self.files.write, self.board.snapshot())
+        return d.addCallback(lambda _: setattr(self, "files_at", at))
 
     @defer.inlineCallbacks
     def reload(self) -> Any:
@@ -382,6 +385,7 @@ class BoardServer(Replication, service.Service):
             "name": self.cfg.name, "rank": self.rank, "ready": self.ready,
             "clock": self.lamport.value, "offset": self.physical.offset(),
             "applied": self.board.applied, "vector": self.board.vector,
+            "files_current": self.files_at == self.board.applied,
             "peers": {p.name: p.up for p in self.peers.values()},
         }
         if self.coordination is not None:
