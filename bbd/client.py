@@ -7,6 +7,7 @@ the servers apply a retried write once and answer it with the original result.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -30,7 +31,6 @@ class Client:
         self.ctx = context or zmq.Context.instance()
         self.lamport = LamportClock()
         self.sock: zmq.Socket | None = None
-        self.retried = 0
 
     def _connect(self) -> zmq.Socket:
         sock = self.ctx.socket(zmq.REQ)
@@ -44,7 +44,7 @@ class Client:
         body = dict(data or {})
         body.setdefault("id", rid or uuid.uuid4().hex)
         body["timestamp"] = time.time()
-        for attempt in range(self.retries):
+        for _ in range(self.retries):
             body["clock"] = self.lamport.tick()
             frame = raw if raw is not None else msgpack.packb(
                 {"service": service, "data": body}, use_bin_type=True)
@@ -52,16 +52,7 @@ class Client:
                 self.sock = self._connect()
             self.sock.send(frame)
             if self.sock.poll(int(self.timeout * 1000), zmq.POLLIN):
-                reply = self.sock.recv()
-                if raw is not None and raw.lstrip()[:1] == b"{":
-                    import json
-
-                    try:
-                        msg = json.loads(reply)
-                    except ValueError:
-                        msg = msgpack.unpackb(reply, raw=False)
-                else:
-                    msg = msgpack.unpackb(reply, raw=False)
+                msg = _decode_reply(self.sock.recv())
                 clock = msg.get("data", {}).get("clock")
                 if isinstance(clock, int):
                     self.lamport.observe(clock)
@@ -69,8 +60,6 @@ class Client:
             # Lazy pirate: a REQ socket that lost its reply is stuck; start a fresh one.
             self.sock.close(0)
             self.sock = None
-            if attempt + 1 < self.retries:
-                self.retried += 1
         raise Unavailable(f"no answer from {self.endpoint} to {service} "
                           f"after {self.retries} tries")
 
@@ -88,6 +77,16 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _decode_reply(reply: bytes) -> dict[str, Any]:
+    """Replies come in the request's format: JSON for a JSON request, else MessagePack."""
+    if reply[:1] == b"{":
+        try:
+            return json.loads(reply)
+        except ValueError:
+            pass
+    return msgpack.unpackb(reply, raw=False)
 
 
 def ask_once(endpoint: str, service: str, data: dict[str, Any] | None = None,
