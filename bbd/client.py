@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from bbd import config
 from bbd.lamport import LamportClock
 
 
@@ -23,10 +24,10 @@ class Unavailable(Exception):
 
 
 class Client:
-    def __init__(self, endpoint: str, *, timeout: float = 2.0, retries: int = 3,
+    def __init__(self, endpoint: str, *, timeout: float | None = None, retries: int = 3,
                  context: zmq.Context | None = None) -> None:
         self.endpoint = endpoint
-        self.timeout = timeout
+        self.timeout = config.timing("request_timeout") if timeout is None else timeout
         self.retries = retries
         self.ctx = context or zmq.Context.instance()
         self.lamport = LamportClock()

@@ -22,7 +22,6 @@ class GroupCommit:
         self._pending: list[Any] = []
         self._waiters: list[defer.Deferred] = []
         self._busy = False
-        self.batches = 0
 
     def submit(self, records: list[Any]) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
@@ -36,7 +35,6 @@ class GroupCommit:
         records, waiters = self._pending, self._waiters
         self._pending, self._waiters = [], []
         self._busy = True
-        self.batches += 1
         self._run(self._write, records).addBoth(self._done, waiters)
 
     def _done(self, result: Any, waiters: list[defer.Deferred]) -> None:

@@ -21,8 +21,6 @@ DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
 RESERVED_NAMES = frozenset({"servers"})
 
-CLIENT_SERVICES = ("login", "users", "channel", "channels", "publish", "message", "history")
-WRITE_SERVICES = frozenset({"login", "channel", "publish", "message"})
 # The standard's status words differ by service: login/channel say "sucesso", publish/message "OK".
 SUCCESS_WORD = {"login": "sucesso", "channel": "sucesso", "publish": "OK", "message": "OK"}
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OrderKey = tuple[int, str, int]
-WRITE_KINDS = ("login", "channel", "publish", "message")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +156,11 @@ class Board:
         if kind == "publish":
             if not self.has_channel(fields["channel"]):
                 return f"channel '{fields['channel']}' does not exist"
-            if fields["user"] not in self.user_logins:
+            if not self.has_user(fields["user"]):
                 return f"user '{fields['user']}' has not logged in"
         if kind == "message":
             for role in ("src", "dst"):
-                if fields[role] not in self.user_logins:
+                if not self.has_user(fields[role]):
                     return f"user '{fields[role]}' has not logged in"
         return None
 

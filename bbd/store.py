@@ -148,7 +148,3 @@ class DataFiles:
                 continue
             self._written[name] = sig
         return out
-
-    def remember_current(self) -> None:
-        for name in DATA_FILES:
-            self._written[name] = _signature(self.directory / name)
