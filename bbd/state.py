@@ -337,21 +337,35 @@ class Board:
         end = len(items) if end_key is None else bisect_left(items, end_key, key=_order)
         return [entry(op) for _, op in items[max(0, end - limit):end]]
 
+    def views(self) -> Views:
+        """Shallow copies of the visible views (C-speed list copies of immutable ops),
+        so that rendering the files can happen off the reactor while writes go on."""
+        return Views(
+            users=[self.user_logins[first.fields["user"]].items[:] for first in self.users_order],
+            channels=self.channels.items[:], posts=self.posts.items[:],
+            messages=self.messages.items[:])
+
     def snapshot(self) -> dict[str, list[dict]]:
         """The four data files' contents, in the total order."""
-        users = []
-        for first in self.users_order:
-            logins = list(self.user_logins[first.fields["user"]])
-            users.append({
-                "user": first.fields["user"],
-                "logins": [op.timestamp for op in logins],
-                "login_ops": [_login_entry(op) for op in logins],
-            })
+        return self.views().render()
+
+
+@dataclass(frozen=True)
+class Views:
+    users: list[list[tuple[OrderKey, Op]]]  # each user's logins, by first login
+    channels: list[tuple[OrderKey, Op]]
+    posts: list[tuple[OrderKey, Op]]
+    messages: list[tuple[OrderKey, Op]]
+
+    def render(self) -> dict[str, list[dict]]:
         return {
-            "usuarios.json": users,
-            "canais.json": [entry(op, rid=True) for op in self.channels],
-            "publicacoes.json": [entry(op, rid=True) for op in self.posts],
-            "mensagens.json": [entry(op, rid=True) for op in self.messages],
+            "usuarios.json": [{"user": logins[0][1].fields["user"],
+                               "logins": [op.timestamp for _, op in logins],
+                               "login_ops": [_login_entry(op) for _, op in logins]}
+                              for logins in self.users],
+            "canais.json": [entry(op, rid=True) for _, op in self.channels],
+            "publicacoes.json": [entry(op, rid=True) for _, op in self.posts],
+            "mensagens.json": [entry(op, rid=True) for _, op in self.messages],
         }
 
 

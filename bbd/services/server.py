@@ -353,7 +353,8 @@ class BoardServer(Replication, service.Service):
         from twisted.internet import threads
 
         at = self.snapshot_at = self.board.applied
-        d = threads.deferToThread(self.files.write, self.board.snapshot())
+        views = self.board.views()  # copied here; rendered and written in the thread
+        d = threads.deferToThread(lambda: self.files.write(views.render()))
         return d.addCallback(lambda _: setattr(self, "files_at", at))
 
     @defer.inlineCallbacks
