@@ -125,7 +125,8 @@ class DealerClient(_Connection):
 
     def _expire(self, corr: bytes) -> None:
         d, _ = self._waiting.pop(corr)
-        d.errback(PeerUnavailable(f"{self.address}: no answer in time"))
+        if not d.called:
+            d.errback(PeerUnavailable(f"{self.address}: no answer in time"))
 
     def messageReceived(self, message: list[bytes]) -> None:
         if len(message) < 2:
@@ -134,16 +135,22 @@ class DealerClient(_Connection):
         if waiting is None:
             return  # late reply to a request that already timed out
         d, call = waiting
-        call.cancel()
-        d.callback(message[-1])
+        if call.active():
+            call.cancel()
+        if not d.called:  # the caller may have cancelled it
+            d.callback(message[-1])
 
     def close(self) -> None:
-        for d, call in self._waiting.values():
-            call.cancel()
-            d.errback(PeerUnavailable(f"{self.address}: closed"))
-        self._waiting.clear()
+        # Take the table first: an errback may send again or close again, and one that
+        # raised must not leave half the waiters with cancelled timers behind.
+        waiting, self._waiting = self._waiting, {}
         if self.socket is not None:
             self.shutdown()
+        for d, call in waiting.values():
+            if call.active():
+                call.cancel()
+            if not d.called:
+                d.errback(PeerUnavailable(f"{self.address}: closed"))
 
 
 class Publisher(_Connection):

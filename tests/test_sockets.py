@@ -107,3 +107,45 @@ def test_subscriber_takes_exact_topics_only(factory) -> None:
             break
     yield task.deferLater(reactor, 0.05, lambda: None)
     assert got and all(item == ("ana", b"for ana") for item in got)
+
+
+@pytest_twisted.inlineCallbacks
+def test_close_fails_every_waiter_even_when_one_was_cancelled_or_sends_again(factory) -> None:
+    """A waiter cancelled by its caller must not stop close() half way (AlreadyCalledError
+    left the others with cancelled timers), and an errback that sends again must not break
+    the iteration."""
+    from bbd import sockets
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    echo_server(factory, address, answer=False)
+    client = yield connected_client_ignoring(factory, address)
+    cancelled = client.request(b"one", 5.0)
+    cancelled.addErrback(lambda f: None)
+    cancelled.cancel()
+    again: list[defer.Deferred] = []
+    second = client.request(b"two", 5.0)
+    second.addErrback(lambda f: again.append(client.request(b"three", 5.0)))
+    third = client.request(b"four", 5.0)
+    client.close()
+    with pytest.raises(sockets.PeerUnavailable, match="closed"):
+        yield third
+    assert len(again) == 1
+    with pytest.raises(sockets.PeerUnavailable):
+        yield again[0]
+
+
+@defer.inlineCallbacks
+def connected_client_ignoring(factory, address: str):
+    """A DealerClient connected to a server that never answers: wait for IMMEDIATE to let a
+    send through."""
+    from bbd import sockets
+
+    client = sockets.DealerClient(factory, address, reactor, 1024)
+    for _ in range(100):
+        probe = client.request(b"probe", 0.01)
+        probe.addErrback(lambda f: f.value)
+        result = yield probe
+        if "not connected" not in str(result):
+            return client
+        yield task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError(f"no connection to {address}")
