@@ -2,7 +2,8 @@
 
 - ``journal.log``: the truth. One operation a line, ``<crc32 hex> <json>``, appended and
   fsync'd in batches. A torn or corrupt tail (kill -9 mid-write) is cut off at load: it was
-  never acknowledged, because a reply waits for the fsync that covers its line.
+  never acknowledged, because a reply waits for the fsync that covers its line. Damage in
+  the middle costs only the damaged lines, which are moved aside to ``journal.damaged``.
 - The four JSON files of PROTOCOL.md: derived views, rewritten atomically (temporary file,
   fsync, rename) and remembered by their stat signature, so that a file changed by someone
   else (a restored backup) can be noticed and merged.
@@ -14,11 +15,13 @@ import json
 import os
 import threading
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DATA_FILES = ("usuarios.json", "canais.json", "publicacoes.json", "mensagens.json")
 JOURNAL = "journal.log"
+DAMAGED = "journal.damaged"  # damaged stretches of the journal, kept for a person to read
 
 
 def _fsync_dir(path: Path) -> None:
@@ -36,6 +39,20 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         with tmp.open("w", encoding="utf-8") as f:
             json.dump(obj, f, ensure_ascii=False, indent=1)
             f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -64,48 +81,107 @@ def decode_record(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+@dataclass
+class Loaded:
+    """What ``Journal.load`` found: the intact records, the bytes of a torn tail it cut (a
+    last record never acknowledged), and damaged stretches in the middle, as (offset,
+    length) in the old file, that it moved aside to ``journal.damaged``."""
+
+    records: list[dict[str, Any]]
+    torn: int = 0
+    damaged: list[tuple[int, int]] = field(default_factory=list)
+
+
 class Journal:
     def __init__(self, directory: Path) -> None:
         self.path = directory / JOURNAL
-        self._file = None
+        self.damaged_path = directory / DAMAGED
+        self._fd: int | None = None
 
-    def load(self) -> tuple[list[dict[str, Any]], int]:
-        """All intact records, and how many bytes of damaged tail were cut off."""
+    def load(self) -> Loaded:
+        """Read every intact record. Each line carries its own CRC, so damage in the middle
+        (a flipped byte, a bad sector) costs only the lines it touches: they are moved to
+        ``journal.damaged`` and the journal is rewritten without them. Damage that runs to
+        the end is a torn tail (a crash mid-write, never acknowledged) and is cut."""
+        if not self.path.exists():
+            return Loaded([])
+        raw = self.path.read_bytes()
         records: list[dict[str, Any]] = []
-        good = 0
-        size = 0
-        if self.path.exists():
-            with self.path.open("rb") as f:
-                for line in f:
-                    record = decode_record(line)
-                    if record is None:
-                        break
-                    records.append(record)
-                    good += len(line)
-            size = self.path.stat().st_size
-            if size > good:
-                with self.path.open("r+b") as f:
-                    f.truncate(good)
-                    os.fsync(f.fileno())
-        return records, size - good
+        good: list[bytes] = []
+        bad: list[tuple[int, bytes]] = []  # (offset, line) not yet known to be the tail
+        damaged: list[tuple[int, int]] = []
+        offset = 0
+        for line in raw.splitlines(keepends=True):
+            record = decode_record(line)
+            if record is None:
+                bad.append((offset, line))
+            else:
+                if bad:  # good lines follow: the bad ones were damage in the middle
+                    damaged.extend(_stretches(bad))
+                    bad = []
+                records.append(record)
+                good.append(line)
+            offset += len(line)
+        torn = sum(len(line) for _, line in bad)
+        if damaged:
+            self._set_aside(raw, damaged)
+            write_bytes_atomic(self.path, b"".join(good))
+        elif torn:
+            with self.path.open("r+b") as f:
+                f.truncate(len(raw) - torn)
+                os.fsync(f.fileno())
+        return Loaded(records, torn, damaged)
+
+    def _set_aside(self, raw: bytes, damaged: list[tuple[int, int]]) -> None:
+        with self.damaged_path.open("ab") as f:
+            for start, length in damaged:
+                f.write(b"# %d bytes from offset %d of %s\n" % (length, start, JOURNAL.encode()))
+                f.write(raw[start:start + length])
+                f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def open(self) -> None:
         new = not self.path.exists()
-        self._file = self.path.open("ab")
+        # Unbuffered: after a failed write no stale buffer may reach the file later.
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if new:
             _fsync_dir(self.path.parent)
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        """Write and fsync a batch; durable when this returns."""
-        assert self._file is not None, "journal not open"
-        self._file.write(b"".join(encode_record(r) for r in records))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        """Write and fsync a batch; durable when this returns. If it fails (a full or
+        broken disk), the journal is cut back to where the batch began, so that nothing
+        the caller was told had failed can come back at the next start."""
+        assert self._fd is not None, "journal not open"
+        data = memoryview(b"".join(encode_record(r) for r in records))
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+            os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)
+                os.fsync(self._fd)
+            except OSError:
+                pass  # the next start cuts the torn tail
+            raise
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _stretches(bad: list[tuple[int, bytes]]) -> list[tuple[int, int]]:
+    """Consecutive bad lines as (offset, length) stretches."""
+    out: list[tuple[int, int]] = []
+    for offset, line in bad:
+        if out and out[-1][0] + out[-1][1] == offset:
+            out[-1] = (out[-1][0], out[-1][1] + len(line))
+        else:
+            out.append((offset, len(line)))
+    return out
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -137,14 +213,17 @@ class DataFiles:
         """Files whose signature differs from our last write, parsed; unreadable ones are
         skipped (a half-copied backup is tried again on the next round)."""
         out: dict[str, Any] = {}
-        for name in DATA_FILES:
-            path = self.directory / name
-            sig = _signature(path)
-            if sig is None or sig == self._written.get(name):
-                continue
-            try:
-                out[name] = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            self._written[name] = sig
+        # Under the writers' lock: a file between our rename and the record of its new
+        # signature would look changed by someone else, and we would reload our own write.
+        with self._lock:
+            for name in DATA_FILES:
+                path = self.directory / name
+                sig = _signature(path)
+                if sig is None or sig == self._written.get(name):
+                    continue
+                try:
+                    out[name] = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                self._written[name] = sig
         return out

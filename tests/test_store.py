@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bbd import store
-from bbd.store import DATA_FILES, DataFiles, Journal, decode_record, encode_record
+from bbd.store import DATA_FILES, DataFiles, Journal, Loaded, decode_record, encode_record
 
 RECORDS = [{"origin": "s1", "seq": i, "text": f"olá {i}", "n": [i, None]} for i in range(1, 6)]
 
@@ -46,17 +46,17 @@ def test_decode_record_rejects_damaged_lines(line: bytes) -> None:
 
 def test_journal_round_trip_and_reopen_appends(tmp_path: Path) -> None:
     j = write_journal(tmp_path, RECORDS)
-    assert j.load() == (RECORDS, 0)
+    assert j.load() == Loaded(RECORDS)
     j.open()
     j.append([{"more": True}])
     j.close()
-    assert Journal(tmp_path).load() == (RECORDS + [{"more": True}], 0)
+    assert Journal(tmp_path).load() == Loaded(RECORDS + [{"more": True}])
 
 
 def test_empty_or_absent_journal(tmp_path: Path) -> None:
-    assert Journal(tmp_path).load() == ([], 0)
+    assert Journal(tmp_path).load() == Loaded([])
     (tmp_path / store.JOURNAL).write_bytes(b"")
-    assert Journal(tmp_path).load() == ([], 0)
+    assert Journal(tmp_path).load() == Loaded([])
 
 
 def test_append_before_open_is_refused(tmp_path: Path) -> None:
@@ -80,13 +80,13 @@ def _garbage(raw: bytes, last: int) -> bytes:
     return raw + b"\x00\xff garbage without newline"
 
 
-def _garbage_line(raw: bytes, last: int) -> bytes:
-    return raw + b"not a record\n" + encode_record({"after": "garbage"})
+def _garbage_lines(raw: bytes, last: int) -> bytes:
+    return raw + b"not a record\nnor this\n"
 
 
 @pytest.mark.parametrize("damage,kept", [
-    (_torn, 4), (_bad_crc, 4), (_flipped_body, 4), (_garbage, 5), (_garbage_line, 5),
-], ids=["torn last line", "bad crc", "flipped body byte", "garbage tail", "garbage line"])
+    (_torn, 4), (_bad_crc, 4), (_flipped_body, 4), (_garbage, 5), (_garbage_lines, 5),
+], ids=["torn last line", "bad crc", "flipped body byte", "garbage tail", "garbage lines"])
 def test_damaged_tail_is_cut_at_load(tmp_path: Path, damage, kept: int) -> None:
     write_journal(tmp_path, RECORDS)
     path = tmp_path / store.JOURNAL
@@ -96,17 +96,87 @@ def test_damaged_tail_is_cut_at_load(tmp_path: Path, damage, kept: int) -> None:
     damaged = damage(raw, last)
     path.write_bytes(damaged)
 
-    records, cut = Journal(tmp_path).load()
-    assert records == RECORDS[:kept]
-    assert cut == len(damaged) - good_size > 0
+    loaded = Journal(tmp_path).load()
+    assert loaded.records == RECORDS[:kept] and loaded.damaged == []
+    assert loaded.torn == len(damaged) - good_size > 0
     assert path.read_bytes() == raw[:good_size]  # the file itself was truncated
-    assert Journal(tmp_path).load() == (RECORDS[:kept], 0)
+    assert Journal(tmp_path).load() == Loaded(RECORDS[:kept])
+    assert not (tmp_path / store.DAMAGED).exists()
 
     j = Journal(tmp_path)  # appending after the cut gives a clean journal
     j.open()
     j.append([{"new": 1}])
     j.close()
-    assert Journal(tmp_path).load() == (RECORDS[:kept] + [{"new": 1}], 0)
+    assert Journal(tmp_path).load() == Loaded(RECORDS[:kept] + [{"new": 1}])
+
+
+def _flip_in_line(raw: bytes, line: int) -> tuple[bytes, int, int]:
+    """Flip one body byte of record ``line``: (damaged journal, offset, length of line)."""
+    starts = [0] + [i + 1 for i, b in enumerate(raw) if b == 10][:-1]
+    start = starts[line]
+    end = raw.index(b"\n", start) + 1
+    middle = start + 20
+    return raw[:middle] + bytes([raw[middle] ^ 0x20]) + raw[middle + 1:], start, end - start
+
+
+@pytest.mark.parametrize("line", [0, 2, 3])
+def test_damage_in_the_middle_keeps_every_good_record(tmp_path: Path, line: int) -> None:
+    write_journal(tmp_path, RECORDS)
+    path = tmp_path / store.JOURNAL
+    raw = path.read_bytes()
+    damaged, offset, length = _flip_in_line(raw, line)
+    path.write_bytes(damaged)
+
+    loaded = Journal(tmp_path).load()
+    assert loaded.records == RECORDS[:line] + RECORDS[line + 1:]
+    assert loaded.damaged == [(offset, length)] and loaded.torn == 0
+    aside = (tmp_path / store.DAMAGED).read_bytes()
+    assert damaged[offset:offset + length] in aside and b"offset %d" % offset in aside
+    # The journal no longer holds the damaged line, and stays appendable.
+    assert Journal(tmp_path).load() == Loaded(RECORDS[:line] + RECORDS[line + 1:])
+    j = Journal(tmp_path)
+    j.open()
+    j.append([{"new": 1}])
+    j.close()
+    assert Journal(tmp_path).load().records[-1] == {"new": 1}
+
+
+def test_a_newline_flipped_in_the_middle_costs_only_the_two_lines_it_joins(
+        tmp_path: Path) -> None:
+    write_journal(tmp_path, RECORDS)
+    path = tmp_path / store.JOURNAL
+    raw = path.read_bytes()
+    first_end = raw.index(b"\n")
+    path.write_bytes(raw[:first_end] + b"X" + raw[first_end + 1:])
+    loaded = Journal(tmp_path).load()
+    assert loaded.records == RECORDS[2:]
+    assert len(loaded.damaged) == 1 and loaded.damaged[0][0] == 0
+
+
+def test_a_failed_append_leaves_the_journal_as_it_was(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    j = write_journal(tmp_path, RECORDS)
+    before = (tmp_path / store.JOURNAL).read_bytes()
+    j.open()
+    real_write = os.write
+
+    def half_then_full(fd: int, data) -> int:
+        if fd == j._fd:
+            monkeypatch.setattr(store.os, "write", full)
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        return real_write(fd, data)
+
+    def full(fd: int, data) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        j.append([{"big": "x" * 1000}, {"big": "y" * 1000}])
+    monkeypatch.setattr(store.os, "write", real_write)
+    assert (tmp_path / store.JOURNAL).read_bytes() == before
+    j.append([{"after": 1}])  # space is back: the journal takes writes again
+    j.close()
+    assert Journal(tmp_path).load() == Loaded(RECORDS + [{"after": 1}])
 
 
 # -- atomic JSON -----------------------------------------------------------------------
@@ -215,3 +285,34 @@ def test_files_present_at_start_are_foreign(tmp_path: Path) -> None:
     fresh = DataFiles(tmp_path)
     assert set(fresh.changed_by_others()) == set(DATA_FILES)
     assert fresh.changed_by_others() == {}
+
+
+def test_a_write_in_progress_is_not_taken_for_someone_elses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reload check runs in a thread while the snapshot thread writes: caught between
+    the rename and the record of the new signature, our own file looked foreign."""
+    import threading
+
+    files = DataFiles(tmp_path)
+    files.write(CONTENTS)
+    renamed, go_on = threading.Event(), threading.Event()
+    real_replace = os.replace
+
+    def slow_replace(src, dst) -> None:
+        real_replace(src, dst)
+        if str(dst).endswith("usuarios.json"):
+            renamed.set()
+            go_on.wait(5)
+
+    monkeypatch.setattr(store.os, "replace", slow_replace)
+    writer = threading.Thread(target=files.write, args=(CONTENTS,))
+    writer.start()
+    assert renamed.wait(5)
+    seen: list[dict] = []
+    checker = threading.Thread(target=lambda: seen.append(files.changed_by_others()))
+    checker.start()
+    checker.join(0.2)
+    go_on.set()
+    writer.join(5)
+    checker.join(5)
+    assert seen == [{}]
