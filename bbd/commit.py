@@ -1,7 +1,8 @@
 """Group commit: many writers, one fsync per batch, each writer told when it is durable.
 
 While a batch is being written (in a thread, off the reactor), new records wait; when it
-finishes they go out together. A reply that waits for ``submit``'s Deferred therefore never
+finishes they go out together. When it fails, the records waiting behind it fail too.
+A reply that waits for ``submit``'s Deferred therefore never
 acknowledges a write that a crash could lose.
 """
 
@@ -39,6 +40,11 @@ class GroupCommit:
 
     def _done(self, result: Any, waiters: list[defer.Deferred]) -> None:
         self._busy = False
+        if isinstance(result, Failure):
+            # Records queued behind a failed batch fail with it: written after it, they
+            # would leave a gap in an origin's sequence where the failed ones were.
+            waiters += self._waiters
+            self._pending, self._waiters = [], []
         for d in waiters:
             if isinstance(result, Failure):
                 d.errback(result)
