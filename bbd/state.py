@@ -16,10 +16,13 @@ Pure: no clock, no I/O. Time and Lamport stamps come in as arguments.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from bbd.protocol import MAX_ID, is_count, name_problem, quote, text_problem
 
 OrderKey = tuple[int, str, int]
 
@@ -69,15 +72,25 @@ class Op:
             timestamp, fields, rid = d["timestamp"], d["fields"], d.get("rid")
         except (KeyError, TypeError):
             raise ValueError("malformed operation: missing fields") from None
-        if not (isinstance(origin, str) and origin and _is_int(seq) and seq >= 1
-                and _is_int(clock) and clock >= 0 and isinstance(kind, str)
+        if not (isinstance(origin, str) and is_count(seq) and seq >= 1 and is_count(clock)
+                and isinstance(kind, str) and isinstance(fields, dict)
                 and isinstance(timestamp, int | float) and not isinstance(timestamp, bool)
-                and isinstance(fields, dict) and (rid is None or isinstance(rid, str))
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())):
-            raise ValueError("malformed operation: wrong field types")
+                and math.isfinite(timestamp)
+                and (rid is None or isinstance(rid, str) and 0 < len(rid) <= MAX_ID)):
+            raise ValueError("malformed operation: wrong field types or values out of range")
+        problem = name_problem(origin, "origin")
+        if problem:
+            raise ValueError(f"malformed operation: {problem}")
         required = _REQUIRED.get(kind)
-        if required is None or any(f not in fields for f in required):
-            raise ValueError(f"malformed operation {origin}:{seq}: kind {kind!r}")
+        if required is None or set(fields) != set(required):
+            raise ValueError(f"malformed operation {origin}:{seq}: kind {_short(kind)} with "
+                             f"fields {sorted(map(_short, fields))}")
+        # Checked like a client's request: a peer (or a forger) gets no further than one.
+        for name, value in fields.items():
+            problem = (text_problem(value, name) if name == "message"
+                       else name_problem(value, name))
+            if problem:
+                raise ValueError(f"malformed operation {origin}:{seq}: {problem}")
         return cls(origin, seq, clock, kind, float(timestamp), dict(fields), rid)
 
 
@@ -85,8 +98,8 @@ _REQUIRED = {"login": ("user",), "channel": ("channel",),
              "publish": ("user", "channel", "message"), "message": ("src", "dst", "message")}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _short(value: Any) -> str:
+    return quote(value) if isinstance(value, str) else type(value).__name__
 
 
 def parse_op_id(op_id: str) -> tuple[str, int]:

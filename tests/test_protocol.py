@@ -23,7 +23,10 @@ BAD_FRAMES = {
     "truncated map": (pack({"service": "login", "data": {"user": "ana"}})[:-3],
                       "not valid MessagePack"),
     "blank bytes": (b"   ", "not valid MessagePack"),
-    "brace but not json": (b"{not json at all", "not valid MessagePack"),
+    "brace but not json": (b"{not json at all", "not valid JSON"),
+    "deep json": (b"[" * 5000 + b"]" * 5000, "not valid MessagePack"),
+    "deep json map": (b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested too deeply"),
+    "deep msgpack": (b"\x91" * 5000 + b"\x01", "not valid MessagePack"),
     "list frame": (pack(["login", {"user": "ana"}]), "got a list"),
     "int frame": (pack(42), "got an integer"),
     "string frame": (pack("login"), "got a string"),
@@ -104,10 +107,66 @@ def test_timestamp_of_any_type_is_accepted(ts) -> None:
 
 @pytest.mark.parametrize("data,expected", [
     ({"clock": 7}, 7), ({}, 0), ({"clock": None}, 0), ({"clock": "7"}, 0),
-    ({"clock": 7.5}, 0), ({"clock": True}, 0), ({"clock": -3}, 0), ({"clock": [1]}, 0),
+    ({"clock": 7.5}, 0), ({"clock": True}, 0), ({"clock": [1]}, 0),
+    ({"clock": 2**53 - 1}, 2**53 - 1),
 ])
 def test_received_clock(data: dict, expected: int) -> None:
     assert protocol.received_clock(data) == expected
+
+
+@pytest.mark.parametrize("clock", [-1, -3, 2**53, 2**63 - 1, 2**64 - 200])
+def test_a_clock_that_cannot_be_real_is_refused(clock: int) -> None:
+    with pytest.raises(ProtocolError, match="Lamport clock from 0 to 9007199254740991") as e:
+        protocol.received_clock({"clock": clock}, "login")
+    assert e.value.service == "login"
+
+
+def test_a_client_clock_far_ahead_of_the_board_is_refused() -> None:
+    leap = protocol.MAX_CLOCK_LEAP
+    assert protocol.received_clock({"clock": 100 + leap}, "login", ahead_of=100) == 100 + leap
+    with pytest.raises(ProtocolError, match="far ahead of the board"):
+        protocol.received_clock({"clock": 101 + leap}, "login", ahead_of=100)
+
+
+def test_undecodable_json_is_refused_in_json() -> None:
+    with pytest.raises(ProtocolError) as e:
+        decode(b'  {"service": "login", "data": {"user": "a\"b"}')
+    assert e.value.fmt == "json" and "not valid JSON" in e.value.description
+    with pytest.raises(ProtocolError) as e:
+        decode(b"\x82\xa7service\xa5login")  # truncated MessagePack stays MessagePack
+    assert e.value.fmt == "msgpack"
+
+
+def test_a_huge_service_name_is_not_echoed_whole() -> None:
+    with pytest.raises(ProtocolError) as e:
+        decode(pack({"service": "x" * 100_000, "data": {}}))
+    assert len(e.value.description) < 100 and e.value.service == "error"
+
+
+def test_a_huge_history_cursor_is_refused_without_echo() -> None:
+    with pytest.raises(ProtocolError) as e:
+        protocol.history_query({"channel": "geral", "before": "x" * 100_000})
+    assert len(e.value.description) < 100
+
+
+@pytest.mark.parametrize("name", ["\u0301", "\u0301abc", "ana\u2028bia", "ana\u2029",
+                                  "\ue000", "evil\u202euser"])
+def test_names_without_a_base_character_or_with_separators_are_refused(name: str) -> None:
+    assert protocol.name_problem(name, "user") is not None
+
+
+@pytest.mark.parametrize("name", ["José", "a\u0301", "日本", "ana bia", "😀"])
+def test_ordinary_names_are_accepted(name: str) -> None:
+    assert protocol.name_problem(name, "user") is None
+
+
+def test_flat_replies_carry_the_data_fields_at_the_top_level() -> None:
+    ok = protocol.flatten(protocol.message("users", {"users": ["ana"]}, clock=3, timestamp=1.0))
+    assert ok["data"]["users"] == ["ana"] and ok["users"] == ["ana"]
+    assert ok["success"] is True and ok["clock"] == 3 and "message" not in ok
+    bad = protocol.flatten(protocol.message(
+        "login", protocol.error_data("login", "no"), clock=4, timestamp=1.0))
+    assert bad["success"] is False and bad["message"] == "no" and bad["status"] == "erro"
 
 
 def test_message_builds_the_envelope() -> None:

@@ -308,7 +308,11 @@ class Coordinator(service.Service):
             return
         if req.service != "election":
             return
-        self.server.lamport.observe(protocol.received_clock(req.data))
+        try:
+            self.server.lamport.observe(protocol.received_clock(req.data))
+        except ProtocolError as e:
+            log.warn("ignored {topic} publication: {why}", topic=topic, why=e.description)
+            return
         name = req.data.get("coordinator")
         if not isinstance(name, str) or self.bully is None:
             return

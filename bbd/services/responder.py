@@ -22,29 +22,42 @@ Handler = Callable[[Request], "dict[str, Any] | defer.Deferred"]
 
 
 class Responder:
-    def __init__(self, lamport: LamportClock, now: Callable[[], float], log: Logger) -> None:
+    """``clients=True`` is the client port's: a client's clock may lead the board's only by
+    MAX_CLOCK_LEAP, and replies also carry their fields flat (the dialect extension)."""
+
+    def __init__(self, lamport: LamportClock, now: Callable[[], float], log: Logger,
+                 clients: bool = False) -> None:
         self.lamport = lamport
         self.now = now
         self.log = log
+        self.clients = clients
 
     def handle(self, send: Callable[[bytes], None], body: bytes,
                handlers: dict[str, Handler]) -> None:
         try:
             req = protocol.decode(body)
+            handler = handlers.get(req.service)
+            if handler is None:
+                raise ProtocolError(f"unknown service {protocol.quote(req.service)}",
+                                    req.service, req.fmt)
+            ahead_of = self.lamport.value if self.clients else None
+            self.lamport.observe(protocol.received_clock(req.data, req.service, ahead_of))
         except ProtocolError as e:
-            self.log.info("rejected frame: {why}", why=e.description)
-            self._send(send, e.service, protocol.error_data(e.service, e.description), "msgpack")
-            return
-        self.lamport.observe(protocol.received_clock(req.data))
-        handler = handlers.get(req.service)
-        if handler is None:
-            why = f"unknown service '{req.service}'"
-            self.log.info("rejected {service}: {why}", service=req.service, why=why)
-            self._send(send, req.service, protocol.error_data(req.service, why), req.fmt)
+            self.log.info("rejected {service}: {why}", service=e.service, why=e.description)
+            self._send(send, e.service, protocol.error_data(e.service, e.description), e.fmt)
             return
         d = defer.maybeDeferred(handler, req)
         d.addCallback(lambda data: self._send(send, req.service, data, req.fmt))
         d.addErrback(self._failed, send, req)
+
+    def refuse(self, send: Callable[[bytes], None], body: bytes, why: str) -> None:
+        """Answer a request with ``erro`` without serving it (e.g. no room to queue it)."""
+        try:
+            req = protocol.decode(body)
+        except ProtocolError as e:
+            self._send(send, e.service, protocol.error_data(e.service, e.description), e.fmt)
+            return
+        self._send(send, req.service, protocol.error_data(req.service, why), req.fmt)
 
     def _failed(self, failure: Any, send: Callable[[bytes], None], req: Request) -> None:
         if failure.check(ProtocolError):
@@ -57,6 +70,8 @@ class Responder:
     def _send(self, send: Callable[[bytes], None], service: str, data: dict[str, Any],
               fmt: protocol.Format) -> None:
         msg = protocol.message(service, data, clock=self.lamport.tick(), timestamp=self.now())
+        if self.clients:
+            protocol.flatten(msg)
         send(protocol.encode(msg, fmt))
 
 
@@ -71,9 +86,11 @@ def call(client: Any, service: str, data: dict[str, Any], *, lamport: LamportClo
         try:
             reply = protocol.unpack(body)
             data = reply["data"]
+            if not isinstance(data, dict):
+                raise TypeError
         except Exception:
             raise ProtocolError(f"undecodable reply to {service}", service) from None
-        lamport.observe(protocol.received_clock(data))
+        lamport.observe(protocol.received_clock(data, service))
         return data
 
     return d.addCallback(decoded)
