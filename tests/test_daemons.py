@@ -131,7 +131,22 @@ BAD_FRAMES = [
      "missing field 'message'"),
     (b"\x81\xa7service\xa4\xff\xfe\xfd\xfc", "error", "UTF-8"),
     (msgpack.packb({"service": "history", "data": {}}), "history", "needs 'channel'"),
-    (b"{not json", "error", "MessagePack"),
+    (b"{not json", "error", "not valid JSON"),
+    (b'{"service": "login", "data": {"user": "a"b"}}', "error", "not valid JSON"),
+    (b'{"a":' * 5000 + b"1" + b"}" * 5000, "error", "nested too deeply"),
+    (b"\x91" * 5000 + b"\x01", "error", "not valid MessagePack"),
+    (msgpack.packb({"service": "login", "data": {"user": "\u0301"}}), "login",
+     "combining mark"),
+    (msgpack.packb({"service": "login", "data": {"user": "ana\u2028bia"}}), "login",
+     "line separators"),
+    (msgpack.packb({"service": "login", "data": {"user": "poison", "clock": 2**64 - 200}}),
+     "login", "Lamport clock from 0 to"),
+    (msgpack.packb({"service": "login", "data": {"user": "poison", "clock": 2**63 - 1}}),
+     "login", "Lamport clock from 0 to"),
+    (msgpack.packb({"service": "login", "data": {"user": "poison", "clock": -1}}),
+     "login", "Lamport clock from 0 to"),
+    (msgpack.packb({"service": "login", "data": {"user": "poison", "clock": 2**53 - 1}}),
+     "login", "far ahead of the board"),
 ]
 
 
@@ -143,7 +158,31 @@ def test_bad_input_gets_erro_and_service_goes_on(cluster: Cluster, frame: bytes,
     assert reply["service"] == service
     assert reply["data"]["status"] == "erro"
     assert why in reply["data"]["description"]
+    assert len(reply["data"]["description"]) < 200  # never an echo of a huge input
     assert "users" in c.request("users")  # still serving
+
+
+def test_a_poisoned_clock_is_never_adopted(cluster: Cluster) -> None:
+    """One login with a clock near 2^64 once made every process unable to encode anything.
+    Refused at the edge, it moves no clock: servers and the reference keep answering."""
+    c = cluster.client()
+    for clock in (2**64 - 200, 2**63 - 1, 2**53):
+        raw = msgpack.packb({"service": "login", "data": {"user": "poison", "clock": clock}})
+        assert c.call("login", raw=raw)["data"]["status"] == "erro"
+    for name in cluster.names():
+        status = cluster.status(name)
+        assert status is not None and status["clock"] < 2**40
+    assert cluster.ask(cluster.reference, "list") is not None
+    assert "poison" not in c.request("users")["users"]
+    assert c.request("login", {"user": "after-poison"})["status"] == "sucesso"
+
+
+def test_huge_echoed_inputs_are_cut(cluster: Cluster) -> None:
+    c = cluster.client()
+    reply = c.call("x" * 100_000)
+    assert reply["data"]["status"] == "erro" and len(reply["data"]["description"]) < 200
+    reply = c.request("history", {"channel": "geral", "before": "y" * 100_000})
+    assert reply["status"] == "erro" and len(reply["description"]) < 200
 
 
 def test_oversized_frame_is_dropped_and_service_goes_on(cluster: Cluster) -> None:

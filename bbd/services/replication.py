@@ -17,12 +17,15 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from bbd import protocol
 from bbd.protocol import ProtocolError, Request
 from bbd.state import Op
 
 log = Logger()
 
-BATCH_BYTES = 256 * 1024  # keep one replicate or pull message well under the frame limit
+# A client request queued during catch-up is dropped once it has waited this many request
+# timeouts (its client has retried by then); beyond MAX_QUEUED, requests are refused at once.
+MAX_QUEUED = 1000
 
 
 @dataclass
@@ -114,7 +117,7 @@ class Replication:
         self._outbox_call = None
         batch, self._outbox = self._outbox, []
         try:
-            for chunk in _chunks([op for op, _ in batch]):
+            for chunk in _chunks([op for op, _ in batch], self._page_bytes()):
                 peers = [p for p in self.peers.values() if p.up]
                 data = {"ops": [op.to_dict() for op in chunk]}
                 results = yield defer.DeferredList(
@@ -133,14 +136,31 @@ class Replication:
                 d.callback(None)
 
     def _take(self, ops: Iterable[Op]) -> tuple[int, defer.Deferred]:
-        """Apply operations from a peer or a file: how many were new, and a Deferred that
-        fires once they are durable here (one journal submission for all)."""
-        new = []
+        """Take operations from a peer or a file: how many were new, and a Deferred that
+        fires once they are durable here and then applied (one journal submission for
+        all), so that nothing is visible before it is durable. An operation still on its
+        way to the journal from an earlier call is journaled again: replay drops
+        duplicates, and waiting for that other batch would need its own bookkeeping."""
+        new: dict[str, Op] = {}
         for op in ops:
             self.lamport.observe(op.clock)
-            if self.board.apply(op):
-                new.append(op.to_dict())
-        return len(new), self.committer.submit(new) if new else defer.succeed(None)
+            if op.id not in self.board.ops:
+                new[op.id] = op
+        if not new:
+            return 0, defer.succeed(None)
+
+        def durable(_: Any) -> None:
+            self._storage_works()
+            for op in new.values():
+                self.board.apply(op)
+
+        def failed(failure: Any) -> None:
+            failure.trap(OSError)
+            self._storage_error(failure.value)
+            raise ProtocolError("storage unavailable on " + self.cfg.name, "replicate")
+
+        d = self.committer.submit([op.to_dict() for op in new.values()])
+        return len(new), d.addCallbacks(durable, failed)
 
     def _mark_up(self, peer: Peer | None) -> None:
         if peer is not None and not peer.up:
@@ -180,7 +200,7 @@ class Replication:
         cursor = (after[0], after[1]) if isinstance(after, list) and len(after) == 2 \
             and isinstance(after[0], str) and isinstance(after[1], int) else None
         ops, more = self.board.missing_for(vector, 5000, cursor)
-        page = next(iter(_chunks(ops)), [])
+        page = next(iter(_chunks(ops, self._page_bytes())), [])
         return {"ops": [op.to_dict() for op in page], "more": more or len(page) < len(ops)}
 
     @defer.inlineCallbacks
@@ -222,8 +242,28 @@ class Replication:
                  why=why, n=total, peers=len(self.peers), s=time.monotonic() - began)
         self.ready = True
         queued, self.queued = self.queued, []
-        for envelope, body in queued:
+        oldest = self.clock.seconds() - self.cfg.request_timeout
+        fresh = [(envelope, body) for at, envelope, body in queued if at >= oldest]
+        if len(fresh) < len(queued):
+            log.info("dropped {n} client requests queued during catch-up for longer than "
+                     "{t} s: their clients have retried by now", n=len(queued) - len(fresh),
+                     t=self.cfg.request_timeout)
+        for envelope, body in fresh:
             self._on_client(envelope, body)
+
+    def _queue(self, envelope: list[bytes], body: bytes) -> None:
+        """Hold a client request until catch-up ends, within bounds."""
+        if len(self.queued) >= MAX_QUEUED:
+            self.client_responder.refuse(
+                lambda out: self.frontend.reply(envelope, out), body,
+                "server is catching up with its peers; try again")
+            return
+        self.queued.append((self.clock.seconds(), envelope, body))
+
+    def _page_bytes(self) -> int:
+        """The budget of one replicate or pull message: well under the frame limit, since
+        a frame over it makes ZeroMQ drop the link, and that peer would never catch up."""
+        return self.cfg.max_bytes // 2
 
     @defer.inlineCallbacks
     def anti_entropy(self) -> Any:
@@ -257,13 +297,15 @@ class Replication:
         return None
 
 
-def _chunks(ops: list[Op]) -> Iterator[list[Op]]:
-    """Split operations into messages of at most about BATCH_BYTES."""
+def _chunks(ops: list[Op], budget: int) -> Iterator[list[Op]]:
+    """Split operations into messages whose encoded operations take at most ``budget``
+    bytes (one operation alone may take more: the frame limit is twice the budget, and
+    no valid operation comes near it)."""
     chunk: list[Op] = []
     size = 0
     for op in ops:
-        cost = 200 + sum(len(v) for v in op.fields.values())
-        if chunk and size + cost > BATCH_BYTES:
+        cost = len(protocol.encode(op.to_dict()))
+        if chunk and size + cost > budget:
             yield chunk
             chunk, size = [], 0
         chunk.append(op)

@@ -2,10 +2,12 @@
 and its peers.
 
 Life of a write (``login``, ``channel``, ``publish``, ``message``) at its origin:
-validate -> propose an operation (Lamport stamp) -> apply in memory -> journal (group
-commit, fsync) -> send to every live peer and wait for their acks (a peer journals before
-it acks, and returns any competitor it holds) -> decide the outcome by the board's rule ->
-reply -> publish, if it is a post or private message that took effect.
+validate -> propose an operation (Lamport stamp) -> journal (group commit, fsync) -> apply
+in memory, so nothing is visible (to reads, pulls, peers) before it is durable -> send to
+every live peer and wait for their acks (a peer journals, then applies, then acks, and
+returns any competitor it holds) -> decide the outcome by the board's rule -> reply ->
+publish, if it is a post or private message that took effect. A journal that cannot be
+written (a full or broken disk) refuses the write: ``erro``, nothing applied.
 
 A server takes client requests only once it has caught up with its peers: at start, and
 again after it notices it was paused or cut off.
@@ -52,6 +54,7 @@ class ServerConfig:
     replication_port: int
     max_bytes: int
     heartbeat_interval: float
+    request_timeout: float
     peer_timeout: float
     anti_entropy_interval: float
     snapshot_interval: float
@@ -86,6 +89,7 @@ class BoardServer(Replication, service.Service):
         self.lamport = LamportClock()
         self.physical = PhysicalClock(skew=cfg.clock_skew, drift=cfg.clock_drift)
         self.responder = Responder(self.lamport, self.physical.now, log)
+        self.client_responder = Responder(self.lamport, self.physical.now, log, clients=True)
         self.board = Board(cfg.name)
         self.journal = Journal(cfg.data_dir)
         self.files = DataFiles(cfg.data_dir)
@@ -94,12 +98,16 @@ class BoardServer(Replication, service.Service):
         self.peers: dict[str, Peer] = {}
         self.ready = False
         self.catching_up = False
-        self.queued: list[tuple[list[bytes], bytes]] = []
-        self.settling: dict[str, _Settling] = {}
+        # Client requests that arrived while catching up: (arrival, envelope, body).
+        self.queued: list[tuple[float, list[bytes], bytes]] = []
+        self.settling: dict[str, _Settling] = {}  # own ops between proposal and reply, by id
+        self.proposed: dict[str, str] = {}  # request id -> own op id not yet applied
+        self.storage_error: str | None = None  # why the journal last failed, until it works
         self._outbox: list[tuple[Op, defer.Deferred]] = []
         self._outbox_call: Any = None
-        self.snapshot_at = -1  # board.applied when the last snapshot was taken
-        self.files_at = -1  # ... and when the last one reached the disk
+        self.files_at = -1  # board.applied when the data files last reached the disk
+        self.files_error: str | None = None
+        self._snapshotting = False
         self.handled = 0
         self._reference_lost = False
         self._cut_off = False
@@ -110,6 +118,9 @@ class BoardServer(Replication, service.Service):
             "login": self._login, "users": self._users, "channel": self._channel,
             "channels": self._channels, "publish": self._publish, "message": self._message,
             "history": self._history,
+            # The dialect of some clients of the standard (PROTOCOL.md, extensions).
+            "history_messages": self._history_messages,
+            "history_channel": self._history_channel,
         }
         self.replication_handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
 
@@ -120,16 +131,8 @@ class BoardServer(Replication, service.Service):
 
         super().startService()
         self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        records, cut = self.journal.load()
-        if cut:
-            log.warn("journal: cut {cut} bytes of torn tail (never acknowledged)", cut=cut)
-        for record in records:
-            op = Op.from_dict(record)
-            self.board.apply(op)
-            self.lamport.observe(op.clock)
+        self._restore()
         self.journal.open()
-        log.info("{name}: restored {n} operations from {dir}", name=self.cfg.name,
-                 n=len(records), dir=str(self.cfg.data_dir))
         self.factory = sockets.make_factory()
         mb = self.cfg.max_bytes
         self.replication = sockets.RouterServer(
@@ -141,7 +144,44 @@ class BoardServer(Replication, service.Service):
         self.publisher = sockets.Publisher(self.factory, [sockets.connect(self.cfg.publish)])
         self.reference = sockets.DealerClient(self.factory, self.cfg.reference, self.clock, mb)
         self._last_tick = time.monotonic()
-        self._starting = self._start_up()
+        self._start_up().addErrback(self._start_failed)
+
+    def _restore(self) -> None:
+        """Replay the journal. Damage in its middle is moved aside and logged (the peers
+        hold those operations and catch-up fetches them); a stored record that is not a
+        valid operation is skipped and logged, never allowed to stop the start."""
+        loaded = self.journal.load()
+        if loaded.torn:
+            log.info("journal: cut {cut} bytes of torn tail (a crash mid-write; never "
+                     "acknowledged)", cut=loaded.torn)
+        for offset, length in loaded.damaged:
+            log.error("journal: {length} damaged bytes at offset {offset} moved aside to "
+                      "{aside}; the operations on them are fetched from the peers",
+                      length=length, offset=offset, aside=str(self.journal.damaged_path))
+        invalid = 0
+        for record in loaded.records:
+            try:
+                op = Op.from_dict(record)
+            except ValueError as e:
+                invalid += 1
+                if invalid <= 5:
+                    log.error("journal: skipped an invalid record: {why}", why=str(e))
+                continue
+            self.board.apply(op)
+            self.lamport.observe(op.clock)
+        if invalid:
+            log.error("journal: skipped {n} invalid records in all", n=invalid)
+        log.info("{name}: restored {n} operations from {dir}", name=self.cfg.name,
+                 n=self.board.applied, dir=str(self.cfg.data_dir))
+
+    def _start_failed(self, failure: Any) -> None:
+        """A start that cannot finish is not left half-running: say why and exit, so the
+        supervisor (procmon, Docker) sees it."""
+        log.failure("{name} could not start", failure, name=self.cfg.name)
+        from twisted.internet import reactor as global_reactor
+
+        if global_reactor.running:
+            global_reactor.stop()
 
     @defer.inlineCallbacks
     def _start_up(self) -> Any:
@@ -172,7 +212,11 @@ class BoardServer(Replication, service.Service):
         # Let in-flight journal batches finish, then write the files once more.
         while not self.committer.idle():
             yield _sleep(self.clock, 0.01)
-        self.write_files()
+        try:
+            self.write_files()
+        except OSError as e:
+            log.error("data files not written at stop ({why}); the journal has everything",
+                      why=str(e))
         self.journal.close()
         if self.factory is not None:
             self.factory.shutdown()
@@ -187,13 +231,16 @@ class BoardServer(Replication, service.Service):
 
     @defer.inlineCallbacks
     def periodic_heartbeat(self) -> Any:
-        """The heartbeat timer, once serving (start-up registers by itself). Coming back
-        from a cut-off (the reference unreachable, or it had written us off) means the
-        others may have gone on without us: catch up before serving again."""
-        if not self.ready or self.catching_up:
+        """The heartbeat timer, from the first registration on (start-up registers by
+        itself), also while catching up: a catch-up longer than the reference's expiry
+        must not drop us from its list. Coming back from a cut-off (the reference
+        unreachable, or it had written us off) means the others may have gone on without
+        us: catch up before serving again."""
+        if not (self.ready or self.catching_up):
             return
         yield self.heartbeat()
-        if self._cut_off and self.rank is not None and not self._reference_lost:
+        if self._cut_off and self.ready and self.rank is not None \
+                and not self._reference_lost:
             self._cut_off = False
             yield self.catch_up("a cut-off from the reference")
 
@@ -234,11 +281,11 @@ class BoardServer(Replication, service.Service):
         if self.ready and self._resumed_from_pause():
             self.catch_up("a pause")
         if not self.ready:
-            self.queued.append((envelope, body))
+            self._queue(envelope, body)
             return
         self.handled += 1
-        self.responder.handle(lambda out: self.frontend.reply(envelope, out), body,
-                              self.client_handlers)
+        self.client_responder.handle(lambda out: self.frontend.reply(envelope, out), body,
+                                     self.client_handlers)
         if self.coordination is not None:
             self.coordination.message_handled(self.handled)
 
@@ -253,14 +300,28 @@ class BoardServer(Replication, service.Service):
         return {"channels": channels}
 
     def _history(self, req: Request) -> dict[str, Any]:
-        kind, name, limit, before = protocol.history_query(req.data)
+        return {"messages": self._history_items(req, protocol.history_query(req.data))}
+
+    def _history_channel(self, req: Request) -> dict[str, Any]:
+        query = protocol.history_query(req.data, "channel", req.service)
+        return {"publications": self._history_items(req, query)}
+
+    def _history_messages(self, req: Request) -> dict[str, Any]:
+        query = protocol.history_query(req.data, "user", req.service)
+        items = self._history_items(req, query)
+        for item in items:
+            item["from"], item["to"] = item["src"], item["dst"]
+        return {"messages": items}
+
+    def _history_items(self, req: Request, query: tuple[str, str, int, str | None]) -> list:
+        kind, name, limit, before = query
         try:
             items = self.board.history(kind, name, limit, before)
         except ValueError as e:
-            raise ProtocolError(str(e), "history") from None
-        log.info("history {kind} {name}: {n} items clock={clock}", kind=kind, name=name,
-                 n=len(items), clock=self.lamport.value)
-        return {"messages": items}
+            raise ProtocolError(str(e), req.service) from None
+        log.info("{service} {kind} {name}: {n} items clock={clock}", service=req.service,
+                 kind=kind, name=name, n=len(items), clock=self.lamport.value)
+        return items
 
     def _login(self, req: Request) -> defer.Deferred:
         user = protocol.require_name(req.data, "user", "login")
@@ -277,15 +338,19 @@ class BoardServer(Replication, service.Service):
         return self._write(req, "publish", fields, f"{fields['user']} -> #{fields['channel']}")
 
     def _message(self, req: Request) -> defer.Deferred:
-        fields = {"src": protocol.require_name(req.data, "src", "message"),
-                  "dst": protocol.require_name(req.data, "dst", "message"),
-                  "message": protocol.require_text(req.data, "message", "message")}
+        data = protocol.with_aliases(req.data, {"src": "from", "dst": "to"})
+        fields = {"src": protocol.require_name(data, "src", "message"),
+                  "dst": protocol.require_name(data, "dst", "message"),
+                  "message": protocol.require_text(data, "message", "message")}
         return self._write(req, "message", fields, f"{fields['src']} -> {fields['dst']}")
 
     @defer.inlineCallbacks
     def _write(self, req: Request, kind: str, fields: dict[str, str], subject: str) -> Any:
         service_ = req.service
         rid = protocol.request_id(req.data, service_)
+        if rid is not None and rid in self.proposed:
+            # A retry of a write still on its way to the journal: wait for its fate.
+            yield self.settling[self.proposed[rid]].wait()
         op = self.board.by_rid(rid) if rid is not None else None
         if op is not None:
             # A retry: answer as the original was answered, never apply twice.
@@ -300,10 +365,21 @@ class BoardServer(Replication, service.Service):
             raise ProtocolError(problem, service_)
         op = self.board.propose(kind, fields, clock=self.lamport.tick(),
                                 timestamp=self.physical.now(), rid=rid)
-        self.board.apply(op)
         settling = self.settling[op.id] = _Settling()
+        if rid is not None:
+            self.proposed[rid] = op.id
         try:
-            yield self.committer.submit([op.to_dict()])
+            try:
+                yield self.committer.submit([op.to_dict()])
+            except OSError as e:
+                self._storage_failed(op, e)
+                raise ProtocolError("storage unavailable on this server (" + e.strerror
+                                    + "); the request was not applied", service_) from None
+            finally:
+                if rid is not None:
+                    self.proposed.pop(rid, None)
+            self._storage_works()
+            self.board.apply(op)
             yield self._replicate(op)
         finally:
             del self.settling[op.id]
@@ -323,6 +399,25 @@ class BoardServer(Replication, service.Service):
             raise ProtocolError(why, service_)
         return protocol.success_data(service_)
 
+    def _storage_failed(self, op: Op, error: OSError) -> None:
+        """The journal batch holding ``op`` was not written (and was cut back): the op never
+        existed. Its sequence number is given out again, so the origin's sequence keeps no
+        gap (every later own op of that batch, and those queued behind it, failed too)."""
+        self.board.next_seq = min(self.board.next_seq, op.seq)
+        self._storage_error(error)
+
+    def _storage_error(self, error: OSError) -> None:
+        why = f"{error.strerror or error} ({error.filename or self.journal.path})"
+        if self.storage_error is None:
+            log.error("storage unavailable: journal write failed: {why}; refusing writes "
+                      "until it works again, serving reads", why=why)
+        self.storage_error = why
+
+    def _storage_works(self) -> None:
+        if self.storage_error is not None:
+            log.info("storage works again: taking writes")
+            self.storage_error = None
+
     def _announce(self, op: Op) -> None:
         f = op.fields
         if op.kind == "publish":
@@ -330,9 +425,11 @@ class BoardServer(Replication, service.Service):
             payload = {"service": "publish", "user": f["user"], "channel": f["channel"],
                        "message": f["message"]}
         else:
+            # "from"/"to" for the dialect some clients of the standard read.
             topic = f["dst"]
             payload = {"service": "message", "src": f["src"], "dst": f["dst"],
-                       "user": f["src"], "message": f["message"]}
+                       "user": f["src"], "from": f["src"], "to": f["dst"],
+                       "message": f["message"]}
         payload.update(timestamp=op.timestamp, clock=op.clock, id=op.id)
         if not self.publisher.publish(topic, protocol.encode(payload)):
             log.warn("publication of {op} dropped: proxy queue full", op=op.id)
@@ -340,22 +437,42 @@ class BoardServer(Replication, service.Service):
     # -- files -----------------------------------------------------------------------
 
     def write_files(self) -> None:
-        if self.board.applied == self.snapshot_at:
+        if self.board.applied == self.files_at:
             return
-        self.snapshot_at = self.board.applied
+        at = self.board.applied
         self.files.write(self.board.snapshot())
-        self.files_at = self.snapshot_at
+        self.files_at = at
 
     def snapshot(self) -> defer.Deferred | None:
-        """Atomically rewrite the four JSON files if anything changed (off the reactor)."""
-        if self.board.applied == self.snapshot_at:
+        """Atomically rewrite the four JSON files if anything changed (off the reactor).
+        A failed write (full disk) is logged once and tried again next time."""
+        at = self.board.applied
+        if at == self.files_at or self._snapshotting:
             return None
         from twisted.internet import threads
 
-        at = self.snapshot_at = self.board.applied
+        self._snapshotting = True
         views = self.board.views()  # copied here; rendered and written in the thread
         d = threads.deferToThread(lambda: self.files.write(views.render()))
-        return d.addCallback(lambda _: setattr(self, "files_at", at))
+        d.addCallbacks(self._files_written, self._files_failed, callbackArgs=(at,))
+        return d.addBoth(self._snapshot_done)
+
+    def _snapshot_done(self, _: Any) -> None:
+        self._snapshotting = False
+
+    def _files_written(self, _: Any, at: int) -> None:
+        self.files_at = at
+        if self.files_error is not None:
+            log.info("data files written again")
+            self.files_error = None
+
+    def _files_failed(self, failure: Any) -> None:
+        failure.trap(OSError)
+        why = str(failure.value)
+        if self.files_error != why:
+            log.error("data files not written: {why}; the journal holds every write, and "
+                      "the files are tried again each second", why=why)
+        self.files_error = why
 
     @defer.inlineCallbacks
     def reload(self) -> Any:
@@ -387,6 +504,7 @@ class BoardServer(Replication, service.Service):
             "clock": self.lamport.value, "offset": self.physical.offset(),
             "applied": self.board.applied, "vector": self.board.vector,
             "files_current": self.files_at == self.board.applied,
+            "storage_error": self.storage_error, "files_error": self.files_error,
             "peers": {p.name: p.up for p in self.peers.values()},
         }
         if self.coordination is not None:
@@ -439,6 +557,7 @@ def makeService(options: Options) -> service.MultiService:
         reference=options["reference"], bind=options["bind"], host=options["host"],
         sync_port=options["sync-port"], replication_port=options["replication-port"],
         max_bytes=options["max-bytes"], heartbeat_interval=t("heartbeat_interval"),
+        request_timeout=t("request_timeout"),
         peer_timeout=t("peer_timeout"), anti_entropy_interval=t("anti_entropy_interval"),
         snapshot_interval=t("snapshot_interval"), reload_interval=t("reload_interval"),
         clock_skew=options["clock-skew"], clock_drift=options["clock-drift"],
