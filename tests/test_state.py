@@ -523,6 +523,24 @@ def test_op_from_dict_rejects_wrong_types(change: dict) -> None:
         Op.from_dict({**GOOD, **change})
 
 
+@pytest.mark.parametrize("change", [
+    {"clock": 2**53}, {"clock": 2**64 - 200}, {"clock": -1}, {"seq": 2**63},
+    {"timestamp": float("nan")}, {"timestamp": float("inf")},
+    {"origin": ""}, {"origin": "x" * 65}, {"origin": "evil\u202euser"},
+    {"fields": {"user": "servers", "channel": "g", "message": "m"}},
+    {"fields": {"user": "evil\u202euser\x00", "channel": "g", "message": "m"}},
+    {"fields": {"user": "ana", "channel": "\u0301", "message": "m"}},
+    {"fields": {"user": "ana", "channel": "g", "message": "x" * 300_000}},
+    {"fields": {"user": "ana", "channel": "g", "message": "   "}},
+    {"fields": {"user": "ana", "channel": "g", "message": "m", "extra": "x" * 1000}},
+    {"rid": "r" * 129}, {"rid": ""},
+], ids=lambda c: repr(c)[:60])
+def test_a_forged_operation_is_refused_like_a_client_request(change: dict) -> None:
+    """A replicated operation gets no further than a client's request would."""
+    with pytest.raises(ValueError):
+        Op.from_dict({**GOOD, **change})
+
+
 @pytest.mark.parametrize("text,expected", [("s1:3", ("s1", 3)), ("a:b:12", ("a:b", 12))])
 def test_parse_op_id(text: str, expected: tuple) -> None:
     assert parse_op_id(text) == expected

@@ -9,7 +9,6 @@ in the README's replication section.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -227,7 +226,7 @@ class Replication:
         self.ready = False
         self.catching_up = True
         self._cut_off = False
-        began = time.monotonic()
+        began = self.clock.seconds()
         total = 0
         try:
             yield self.heartbeat()
@@ -239,8 +238,11 @@ class Replication:
         finally:
             self.catching_up = False
         log.info("caught up after {why}: {n} operations from {peers} peers in {s:.3f} s",
-                 why=why, n=total, peers=len(self.peers), s=time.monotonic() - began)
+                 why=why, n=total, peers=len(self.peers), s=self.clock.seconds() - began)
         self.ready = True
+        self._serve_queued()
+
+    def _serve_queued(self) -> None:
         queued, self.queued = self.queued, []
         oldest = self.clock.seconds() - self.cfg.request_timeout
         fresh = [(envelope, body) for at, envelope, body in queued if at >= oldest]
@@ -283,7 +285,7 @@ class Replication:
         """A long gap since the last tick means we were stopped (SIGSTOP) or starved: the
         others went on without us. Checked on every client request too, because after a
         pause the reactor handles the queued requests before any timer."""
-        now = time.monotonic()
+        now = self.clock.seconds()
         gap, self._last_tick = now - self._last_tick, now
         if gap > max(1.0, 4 * self.cfg.heartbeat_interval):
             log.warn("{name} was paused for {gap:.1f} s: catching up before serving",

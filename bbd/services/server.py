@@ -16,7 +16,7 @@ again after it notices it was paused or cut off.
 from __future__ import annotations
 
 import socket
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,9 +83,11 @@ class _Settling:
 
 
 class BoardServer(Replication, service.Service):
-    def __init__(self, cfg: ServerConfig, clock: Any = reactor) -> None:
+    def __init__(self, cfg: ServerConfig, clock: Any = reactor,
+                 exit: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
+        self.exit = exit or _stop_reactor
         self.lamport = LamportClock()
         self.physical = PhysicalClock(skew=cfg.clock_skew, drift=cfg.clock_drift)
         self.responder = Responder(self.lamport, self.physical.now, log)
@@ -109,6 +111,7 @@ class BoardServer(Replication, service.Service):
         self.files_error: str | None = None
         self._snapshotting = False
         self.handled = 0
+        self._last_tick = clock.seconds()  # for pause detection
         self._reference_lost = False
         self._cut_off = False
         self.factory = None
@@ -143,7 +146,7 @@ class BoardServer(Replication, service.Service):
             self._on_sync, mb)
         self.publisher = sockets.Publisher(self.factory, [sockets.connect(self.cfg.publish)])
         self.reference = sockets.DealerClient(self.factory, self.cfg.reference, self.clock, mb)
-        self._last_tick = time.monotonic()
+        self._last_tick = self.clock.seconds()
         self._start_up().addErrback(self._start_failed)
 
     def _restore(self) -> None:
@@ -178,10 +181,7 @@ class BoardServer(Replication, service.Service):
         """A start that cannot finish is not left half-running: say why and exit, so the
         supervisor (procmon, Docker) sees it."""
         log.failure("{name} could not start", failure, name=self.cfg.name)
-        from twisted.internet import reactor as global_reactor
-
-        if global_reactor.running:
-            global_reactor.stop()
+        self.exit()
 
     @defer.inlineCallbacks
     def _start_up(self) -> Any:
@@ -510,6 +510,11 @@ class BoardServer(Replication, service.Service):
         if self.coordination is not None:
             status.update(self.coordination.status())
         return status
+
+
+def _stop_reactor() -> None:
+    if reactor.running:
+        reactor.stop()
 
 
 def _sleep(clock: Any, seconds: float) -> defer.Deferred:

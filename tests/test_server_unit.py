@@ -1,0 +1,161 @@
+"""BoardServer's edges with fake sockets and task.Clock: the catch-up queue, replication
+pages, storage failures, dialect requests and start-up failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from twisted.internet import defer, task
+
+from bbd import protocol
+from bbd.services.replication import MAX_QUEUED, _chunks
+from bbd.services.server import BoardServer, ServerConfig
+from bbd.state import Op
+
+
+class FakeFrontend:
+    def __init__(self) -> None:
+        self.replies: list[tuple[list[bytes], dict]] = []
+
+    def reply(self, envelope: list[bytes], body: bytes) -> None:
+        self.replies.append((envelope, msgpack.unpackb(body)))
+
+
+def make_server(tmp_path: Path, **kw: Any) -> tuple[BoardServer, task.Clock, FakeFrontend]:
+    cfg = ServerConfig(
+        name="servidor-1", data_dir=tmp_path, broker="", publish="", subscribe="",
+        reference="", bind="127.0.0.1", host="127.0.0.1", sync_port=1, replication_port=2,
+        max_bytes=1024 * 1024, heartbeat_interval=0.5, request_timeout=2.0,
+        peer_timeout=1.0, anti_entropy_interval=2.0, snapshot_interval=1.0,
+        reload_interval=2.0)
+    clock = task.Clock()
+    server = BoardServer(cfg, clock=clock, **kw)
+    server.frontend = FakeFrontend()
+    return server, clock, server.frontend
+
+
+def request(service: str, **data: Any) -> bytes:
+    return msgpack.packb({"service": service, "data": data})
+
+
+def test_requests_queued_during_catch_up_are_bounded_and_stale_ones_dropped(
+        tmp_path: Path) -> None:
+    server, clock, front = make_server(tmp_path)
+    server._resumed_from_pause = lambda: False
+    server.ready = False
+    for i in range(3):
+        server._on_client([b"old%d" % i], request("users"))
+    clock.advance(3.0)  # longer than the request timeout: those clients have retried
+    server._on_client([b"fresh"], request("channels"))
+    for _ in range(MAX_QUEUED - 4):
+        server._on_client([b"filler"], request("users"))
+    assert front.replies == []
+    server._on_client([b"over"], request("users"))  # no room: refused at once
+    assert [env for env, _ in front.replies] == [[b"over"]]
+    assert front.replies[0][1]["data"]["status"] == "erro"
+    assert "catching up" in front.replies[0][1]["data"]["description"]
+
+    server.ready = True
+    server._serve_queued()
+    served = [env[0] for env, _ in front.replies[1:]]
+    assert b"old0" not in served and served[0] == b"fresh"
+    assert len(served) == MAX_QUEUED - 3
+
+
+def test_replication_pages_are_sized_in_encoded_bytes() -> None:
+    # 60,000 four-byte characters: 240 KB a message, 60,000 "characters" to a count of
+    # characters. Four of them in one page would pass a 256 KiB character budget and make
+    # a 1 MiB frame, which ZeroMQ drops along with the link.
+    ops = [Op("s1", i, i, "publish", 1.0, {"user": "a", "channel": "c",
+                                            "message": "\U0001f600" * 60_000})
+           for i in range(1, 9)]
+    budget = 512 * 1024
+    pages = list(_chunks(ops, budget))
+    assert sum(len(p) for p in pages) == len(ops)
+    for page in pages:
+        size = len(protocol.encode({"ops": [op.to_dict() for op in page]}))
+        assert size <= budget + 64
+
+
+@pytest.mark.parametrize("service,field", [("users", "users"), ("channels", "channels")])
+def test_client_replies_carry_their_fields_flat_too(tmp_path: Path, service: str,
+                                                    field: str) -> None:
+    server, _, front = make_server(tmp_path)
+    server.ready = True
+    server._resumed_from_pause = lambda: False
+    server._on_client([b"c"], request(service))
+    reply = front.replies[0][1]
+    assert reply["data"][field] == [] and reply[field] == [] and reply["success"] is True
+
+
+def test_a_start_that_fails_is_logged_and_ends_the_process(tmp_path: Path) -> None:
+    exits: list[bool] = []
+    server, _, _ = make_server(tmp_path, exit=lambda: exits.append(True))
+    server._start_failed(_failure(RuntimeError("boom")))
+    assert exits == [True]
+
+
+def _failure(e: Exception) -> Any:
+    from twisted.python.failure import Failure
+
+    try:
+        raise e
+    except Exception:
+        return Failure()
+
+
+@pytest.mark.parametrize("errno", [28, 5])
+def test_a_journal_that_cannot_be_written_refuses_the_write_and_applies_nothing(
+        tmp_path: Path, errno: int) -> None:
+    server, _, front = make_server(tmp_path)
+    server.ready = True
+    server._resumed_from_pause = lambda: False
+
+    def broken(records: list) -> defer.Deferred:
+        return defer.fail(OSError(errno, "No space left on device", str(tmp_path)))
+
+    server.committer.submit = broken
+    server._on_client([b"c"], request("login", user="ana"))
+    reply = front.replies[-1][1]["data"]
+    assert reply["status"] == "erro" and "storage unavailable" in reply["description"]
+    assert server.board.applied == 0 and server.board.user_list() == []
+    assert server.board.next_seq == 1  # the sequence number is given out again
+    assert server.storage_error is not None
+
+    server.committer.submit = lambda records: defer.succeed(None)
+    server._outbox_call = "no peers"  # nothing to replicate to
+    server._replicate = lambda op: defer.succeed(None)
+    server._on_client([b"c"], request("login", user="ana"))
+    assert front.replies[-1][1]["data"]["status"] == "sucesso"
+    assert server.board.user_list() == ["ana"] and server.storage_error is None
+    assert next(iter(server.board.ops)) == "servidor-1:1"
+
+
+def test_private_messages_take_from_and_to(tmp_path: Path) -> None:
+    server, _, front = make_server(tmp_path)
+    server.ready = True
+    server._resumed_from_pause = lambda: False
+    server.committer.submit = lambda records: defer.succeed(None)
+    server._replicate = lambda op: defer.succeed(None)
+    published: list[tuple[str, dict]] = []
+
+    class Pub:
+        def publish(self, topic: str, payload: bytes) -> bool:
+            published.append((topic, msgpack.unpackb(payload)))
+            return True
+
+    server.publisher = Pub()
+    for user in ("ana", "bia"):
+        server._on_client([b"c"], request("login", user=user))
+    server._on_client([b"c"], request("message", **{"from": "ana", "to": "bia",
+                                                    "message": "oi"}))
+    assert front.replies[-1][1]["data"]["status"] == "OK"
+    topic, payload = published[-1]
+    assert topic == "bia" and payload["src"] == payload["from"] == "ana"
+    assert payload["dst"] == payload["to"] == "bia" and payload["user"] == "ana"
+    server._on_client([b"c"], request("history_messages", user="bia"))
+    items = front.replies[-1][1]["messages"]
+    assert [(m["from"], m["to"], m["message"]) for m in items] == [("ana", "bia", "oi")]
