@@ -269,3 +269,16 @@ def test_election_request_from_a_higher_rank_is_declined() -> None:
     d.addCallback(results.append)
     net.run(0.1)
     assert results[1]["election"] == "OK"
+
+
+def test_an_adjustment_beyond_any_real_skew_is_refused() -> None:
+    net = cluster()
+    s1 = net.servers["s1"]
+    results: list[Any] = []
+    for delta in (1e300, -2 * 86400.0):
+        d = call(FakeClient(net, "s1"), "adjust", {"name": "s3", "delta": delta},
+                 lamport=LamportClock(), now=lambda: 0.0, timeout=1.0)
+        d.addCallback(results.append)
+        net.run(0.1)
+    assert [r["status"] for r in results] == ["erro", "erro"]
+    assert s1.physical.pending() == 0

@@ -63,6 +63,8 @@ from bbd.services.responder import call
 log = Logger()
 
 TOPIC = "servers"
+# A Berkeley adjustment beyond this is no clock correction but a fault or a forgery.
+MAX_ADJUSTMENT = 24 * 3600.0
 
 
 def _unanswered(failure: Failure) -> bool:
@@ -317,7 +319,7 @@ class Coordinator(service.Service):
         if not isinstance(name, str) or self.bully is None:
             return
         rank = req.data.get("rank")
-        rank = rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+        rank = rank if protocol.is_count(rank) else None
         if name != self.bully.coordinator and name != self.name:
             log.info("election: announcement of {coordinator} (rank {rank})",
                      coordinator=name, rank=rank)
@@ -330,7 +332,7 @@ class Coordinator(service.Service):
         sender = req.data.get("name")
         sender = sender if isinstance(sender, str) else ""
         rank = req.data.get("rank")
-        rank = rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+        rank = rank if protocol.is_count(rank) else None
         ok, actions = bully.election_request_received(sender, rank)
         log.info("election: request from {peer} (rank {from_rank}) -> {answer}",
                  peer=sender or "?", from_rank=rank, answer="OK" if ok else "declined")
@@ -473,8 +475,9 @@ class Coordinator(service.Service):
 
     def _adjust_in(self, req: Request) -> dict[str, Any]:
         delta = _number(req.data.get("delta"))
-        if delta is None:
-            raise ProtocolError("adjust needs a numeric 'delta' (seconds)", "adjust")
+        if delta is None or abs(delta) > MAX_ADJUSTMENT:
+            raise ProtocolError("adjust needs a numeric 'delta' (seconds) of at most "
+                                f"{MAX_ADJUSTMENT:.0f} s either way", "adjust")
         sender = req.data.get("name")
         following = self.bully.coordinator if self.bully is not None else None
         if following is not None and sender != following:

@@ -68,12 +68,12 @@ class Replication:
         rank = entry.get("rank")
         peer = self.peers.get(name)
         if peer is not None and peer.replication == entry["replication"]:
-            if isinstance(rank, int):
+            if protocol.is_count(rank):
                 peer.rank = rank
             return True
         if peer is not None:
             self._close_peer(peer)
-        peer = Peer(name, rank if isinstance(rank, int) else 0, entry["replication"],
+        peer = Peer(name, rank if protocol.is_count(rank) else 0, entry["replication"],
                     entry.get("sync") if isinstance(entry.get("sync"), str) else "")
         peer.repl_client = sockets.DealerClient(
             self.factory, peer.replication, self.clock, self.cfg.max_bytes)
@@ -190,14 +190,14 @@ class Replication:
         vector = req.data.get("vector")
         if not isinstance(vector, dict):
             raise ProtocolError("pull needs a 'vector' map", "pull")
-        vector = {str(k): int(v) for k, v in vector.items() if isinstance(v, int)}
+        vector = {str(k): v for k, v in vector.items() if protocol.is_count(v)}
         # A peer that pulls is about to serve: from now on it must get every new write,
         # even before our next look at the reference's list names it.
         if isinstance(req.data.get("from"), dict) and self._add_peer(req.data["from"]):
             self._mark_up(self.peers[req.data["from"]["name"]])
         after = req.data.get("after")
         cursor = (after[0], after[1]) if isinstance(after, list) and len(after) == 2 \
-            and isinstance(after[0], str) and isinstance(after[1], int) else None
+            and isinstance(after[0], str) and protocol.is_count(after[1]) else None
         ops, more = self.board.missing_for(vector, 5000, cursor)
         page = next(iter(_chunks(ops, self._page_bytes())), [])
         return {"ops": [op.to_dict() for op in page], "more": more or len(page) < len(ops)}
