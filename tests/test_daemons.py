@@ -321,3 +321,52 @@ def test_bbd_up_runs_restarts_and_stops(tmp_path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_undecodable_json_is_answered_in_json(cluster: Cluster) -> None:
+    """A hand-built JSON frame with an unescaped quote, as the original C client made."""
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(cluster.frontend)
+    s.send(b'{"service": "login", "data": {"user": "a"b"}}')
+    assert s.poll(5000)
+    reply = json.loads(s.recv())
+    s.close()
+    assert reply["data"]["status"] == "erro"
+    assert reply["data"]["description"].startswith("frame is not valid JSON")
+
+
+def test_a_client_of_the_flat_dialect_works(cluster: Cluster) -> None:
+    """A client that reads replies at the top level and speaks from/to and
+    history_messages/history_channel (PROTOCOL.md, extensions)."""
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(cluster.frontend)
+
+    def ask(service: str, **data: object) -> dict:
+        s.send(msgpack.packb({"service": service, "data": data}))
+        assert s.poll(5000)
+        return msgpack.unpackb(s.recv())
+
+    try:
+        for user in ("flat-ana", "flat-bia"):
+            reply = ask("login", user=user)
+            assert reply["success"] is True and reply["data"]["status"] == "sucesso"
+        assert ask("channel", channel="flat-geral")["success"] is True
+        again = ask("channel", channel="flat-geral")
+        assert again["success"] is False and again["message"] == "channel already exists"
+        assert "flat-ana" in ask("users")["users"]
+        assert "flat-geral" in ask("channels")["channels"]
+        assert ask("publish", user="flat-ana", channel="flat-geral",
+                   message="oi")["success"] is True
+        sent = ask("message", **{"from": "flat-ana", "to": "flat-bia", "message": "psiu"})
+        assert sent["success"] is True and sent["status"] == "OK"
+        pubs = ask("history_channel", channel="flat-geral")["publications"]
+        assert [p["message"] for p in pubs] == ["oi"]
+        msgs = ask("history_messages", user="flat-bia")["messages"]
+        assert [(m["from"], m["to"], m["message"]) for m in msgs] == \
+            [("flat-ana", "flat-bia", "psiu")]
+    finally:
+        s.close()
