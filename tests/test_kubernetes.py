@@ -71,6 +71,8 @@ def test_rendered_deployment_is_valid_and_complete(objects: dict) -> None:
         ("Deployment", "broker"), ("Service", "broker"), ("Service", "broker-publico"),
         ("Deployment", "proxy"), ("Service", "proxy"), ("Service", "proxy-publico"),
         ("Deployment", "cliente-automatico"),
+        ("NetworkPolicy", "servidor"), ("NetworkPolicy", "referencia"),
+        ("NetworkPolicy", "broker"), ("NetworkPolicy", "proxy"),
     }
     images = {c["image"] for o in objects.values() if pod_spec(o)
               for c in pod_spec(o)["containers"]}
@@ -140,6 +142,14 @@ def port_of(endpoint: str) -> tuple[str, int]:
 
 def container_ports(obj: dict) -> dict[str, int]:
     return {p["name"]: p["containerPort"] for p in container(obj).get("ports", [])}
+
+
+def workload_of(objects: dict, endpoint: str) -> dict:
+    """The workload whose pods the Service of ``tcp://SERVICE:PORT`` selects."""
+    selector = objects[("Service", port_of(endpoint)[0])]["spec"]["selector"]
+    (w,) = [o for (kind, _), o in objects.items() if kind in ("Deployment", "StatefulSet")
+            and selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()]
+    return w
 
 
 def service_reaches(objects: dict, endpoint: str, workload: dict) -> None:
@@ -320,3 +330,62 @@ def test_docs_give_the_commands(objects: dict) -> None:
     run = next(line for line in docs.splitlines() if "kubectl run" in line)
     assert "-it" in run and "BROKER=tcp://broker:5555" in run and \
         "PROXY=tcp://proxy:5558" in run
+
+
+# -- NetworkPolicy: every connection the daemons make is let through, nothing else ---------
+
+def pod_labels(workload: dict) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def admits(objects: dict, target: dict, port: int, source: dict | None) -> bool:
+    """Would the NetworkPolicies let ``source``'s pods (None: anyone outside the board)
+    reach ``port`` on ``target``'s pods? (Kubernetes' rules for the subset used here.)"""
+    labels, named = pod_labels(target), container_ports(target)
+    policies = [o for (kind, _), o in objects.items() if kind == "NetworkPolicy" and
+                o["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = [named.get(p["port"], p["port"]) for p in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            froms = rule.get("from")
+            if froms is None or (source is not None and any(
+                    f["podSelector"]["matchLabels"].items() <= pod_labels(source).items()
+                    for f in froms)):
+                return True
+    return False
+
+
+def flows(objects: dict, monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict, dict, int]]:
+    """Every (source, target, port) the deployment's daemons connect to, from their
+    parsed options: a server to the broker, proxy, reference and its peers, a bot to the
+    broker and proxy."""
+    server = objects[("StatefulSet", "servidor")]
+    _, o = daemon_options(server, monkeypatch)
+    out = [(server, workload_of(objects, o[k]), port_of(o[k])[1])
+           for k in ("broker", "publish", "subscribe", "reference")]
+    out += [(server, server, o["sync-port"]), (server, server, o["replication-port"])]
+    bots = objects[("Deployment", "cliente-automatico")]
+    out += [(bots, workload_of(objects, v), port_of(v)[1]) for v in env_of(bots).values()]
+    return out
+
+
+def test_network_policy_lets_every_connection_through(objects: dict, monkeypatch) -> None:
+    for source, target, port in flows(objects, monkeypatch):
+        assert admits(objects, target, port, source), \
+            (source["metadata"]["name"], target["metadata"]["name"], port)
+
+
+def test_network_policy_keeps_internal_ports_internal(objects: dict, monkeypatch) -> None:
+    public = {config.port("frontend"), config.port("xpub")}
+    bots = objects[("Deployment", "cliente-automatico")]
+    daemons = [o for (kind, _), o in objects.items() if kind in ("Deployment", "StatefulSet")
+               and o is not bots]
+    for target in daemons:
+        for port in container_ports(target).values():
+            for source in (None, bots):  # anyone outside, or any other pod
+                assert admits(objects, target, port, source) is (port in public), \
+                    (target["metadata"]["name"], port)
