@@ -1,9 +1,10 @@
 """Kustomize's rules for the part of a kustomization.yaml that deploy/kubernetes uses, in
 Python, so ``make test`` renders the deployment where no kustomize binary exists.
 
-Knows ``resources`` (files), ``labels`` (pairs added to each resource's own metadata, as
-kustomize does without includeSelectors/includeTemplates) and ``images`` (newName, newTag,
-digest on every container and init container). Anything else in the file is refused, so
+Knows ``resources`` (files), ``labels`` (pairs added to each resource's own metadata and,
+with ``includeTemplates``, to its pod template and a StatefulSet's volume claim templates;
+never to selectors) and ``images`` (newName, newTag, digest on every container and init
+container). Anything else in the file is refused, so
 this can never quietly render something other than what ``kubectl apply -k`` applies.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 KNOWN = {"apiVersion", "kind", "resources", "labels", "images"}
-LABEL_KEYS = {"pairs"}
+LABEL_KEYS = {"pairs", "includeTemplates"}
 IMAGE_KEYS = {"name", "newName", "newTag", "digest"}
 
 Resource = dict[str, Any]
@@ -76,6 +77,16 @@ def pod_spec(resource: Resource) -> dict[str, Any] | None:
     return (template or {}).get("spec")
 
 
+def _add_labels(r: Resource, pairs: dict[str, str], templates: bool) -> None:
+    targets = [r]
+    spec = r.get("spec") or {}
+    if templates and "template" in spec:
+        targets.append(spec["template"])
+        targets.extend(spec.get("volumeClaimTemplates", []))
+    for t in targets:
+        t.setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
+
+
 def render(directory: Path) -> list[Resource]:
     k = load_kustomization(directory)
     out: list[Resource] = []
@@ -84,12 +95,9 @@ def render(directory: Path) -> list[Resource]:
         if not path.is_file():
             raise FileNotFoundError(f"kustomization resource {name} is missing")
         out.extend(load_resources(path))
-    pairs: dict[str, str] = {}
-    for entry in k.get("labels", []):
-        pairs.update(entry.get("pairs", {}))
     for r in out:
-        if pairs:
-            r.setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
+        for entry in k.get("labels", []):
+            _add_labels(r, entry.get("pairs", {}), entry.get("includeTemplates", False))
         spec = pod_spec(r)
         if spec is None:
             continue

@@ -61,9 +61,12 @@ def test_kustomization_lists_every_manifest_and_only_those() -> None:
 
 
 def test_rendered_deployment_is_valid_and_complete(objects: dict) -> None:
+    part_of = ("app.kubernetes.io/part-of", "bulletinboard")
     for obj in objects.values():
         kubernetes_validate.validate(obj, VERSIONS[-1], strict=True)
-        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "bulletinboard"
+        assert part_of in obj["metadata"]["labels"].items()
+        if pod_spec(obj):  # its pods too, so `kubectl get pods -l` finds them
+            assert part_of in obj["spec"]["template"]["metadata"]["labels"].items()
     assert set(objects) == {
         ("StatefulSet", "servidor"), ("Service", "servidor"),
         ("PodDisruptionBudget", "servidor"),
