@@ -1,4 +1,4 @@
-"""The ``bbd`` command: ``up`` (run the board locally), ``status``, ``bench``."""
+"""The ``bbd`` command: ``up`` (run the board locally), ``status``, ``probe``, ``bench``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bbd import config
+from bbd import config, probe
 
 
 def _floats(text: str) -> list[float]:
@@ -43,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="one row per live server")
     st.add_argument("--reference", default=f"tcp://127.0.0.1:{config.port('reference')}")
     st.add_argument("--timeout", type=float, default=1.0)
+    pr = sub.add_parser("probe", help="exit 0 if a daemon answers (Kubernetes probes)")
+    pr.add_argument("daemon", choices=probe.DAEMONS)
+    pr.add_argument("--endpoint", help="default: this host's port for the daemon in "
+                    "etc/bbd.toml (a server's sync port, the reference's port)")
+    pr.add_argument("--ready", action="store_true",
+                    help="server: also require it registered and caught up")
+    pr.add_argument("--timeout", type=float, default=1.0)
     bench = sub.add_parser("bench", help="load: concurrent clients against the broker")
     bench.add_argument("--frontend", default=f"tcp://127.0.0.1:{config.port('frontend')}")
     bench.add_argument("--clients", type=int, nargs="+", default=[1, 16])
@@ -60,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         return launcher.run(layout, args.bots, args.bot_interval)
     if args.command == "status":
         return status(args.reference, args.timeout)
+    if args.command == "probe":
+        ok, why = probe.probe(args.daemon, args.endpoint, args.ready, args.timeout)
+        print(why, file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
     if args.command == "bench":
         from bbd import bench as b
 

@@ -15,6 +15,7 @@ again after it notices it was paused or cut off.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -525,15 +526,15 @@ def _sleep(clock: Any, seconds: float) -> defer.Deferred:
 
 class Options(DaemonOptions):
     optParameters = DaemonOptions.optParameters + [
-        ["name", None, None, "server name (default: the host name)"],
+        ["name", None, None, "server name (default: $BBD_NAME, else the host name)"],
         ["data", None, "dados", "data directory (journal and JSON files)"],
         ["broker", None, tcp_local("backend"), "broker's DEALER endpoint"],
         ["publish", None, tcp_local("xsub"), "proxy's XSUB endpoint"],
         ["subscribe", None, tcp_local("xpub"), "proxy's XPUB endpoint (topic servers)"],
         ["reference", None, tcp_local("reference"), "reference server endpoint"],
         ["bind", None, "127.0.0.1", "interface for the sync and replication ports ('*': all)"],
-        ["host", None, None, "address peers reach this server at (default: --bind, or the "
-         "host name when binding all)"],
+        ["host", None, None, "address peers reach this server at (default: $BBD_HOST, else "
+         "--bind, or the host name when binding all)"],
         ["sync-port", None, config.port("sync"), "clock/election/Berkeley/status port", int],
         ["replication-port", None, config.port("replication"), "replication port", int],
         ["clock-skew", None, 0.0, "start with the physical clock this many seconds off", float],
@@ -542,14 +543,16 @@ class Options(DaemonOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
+        # The command line wins, then the environment (a Kubernetes pod sets its own name
+        # and its DNS name under the headless service there), then this host's defaults.
         if self["name"] is None:
-            self["name"] = socket.gethostname()
+            self["name"] = os.environ.get("BBD_NAME") or socket.gethostname()
         problem = protocol.name_problem(self["name"], "server")
         if problem:
             raise usage.UsageError(f"--name: {problem}")
         if self["host"] is None:
-            self["host"] = socket.gethostname() if self["bind"] in ("*", "0.0.0.0") \
-                else self["bind"]
+            self["host"] = os.environ.get("BBD_HOST") or (
+                socket.gethostname() if self["bind"] in ("*", "0.0.0.0") else self["bind"])
 
 
 def makeService(options: Options) -> service.MultiService:

@@ -1,0 +1,394 @@
+"""deploy/kubernetes without a cluster: every manifest against the Kubernetes schemas, the
+kustomization rendered, and the workloads against what the daemons read (their twistd
+Options, etc/bbd.toml, the data path of docker-compose.yml)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import kubernetes_validate
+import pytest
+import yaml
+from kustomize import load_kustomization, load_resources, pod_spec, render, retag
+
+from bbd import cli, config
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy" / "kubernetes"
+# The oldest Kubernetes still widely run, and the newest the schemas know.
+VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+DATA = "/app/dados"
+PLUGINS = {"bbd-server": "bbd.services.server", "bbd-reference": "bbd.services.reference",
+           "bbd-broker": "bbd.services.broker", "bbd-proxy": "bbd.services.proxy"}
+
+
+@pytest.fixture(scope="module")
+def objects() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["kind"], r["metadata"]["name"]): r for r in render(DEPLOY)}
+
+
+def manifests() -> list[Path]:
+    return sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+# -- schemas and kustomize ----------------------------------------------------------------
+
+@pytest.mark.parametrize("path", manifests(), ids=lambda p: p.name)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_manifest_is_valid_kubernetes(path: Path, version: str) -> None:
+    docs = load_resources(path)
+    assert docs, f"{path.name} holds no resource"
+    for doc in docs:
+        # strict: an unknown (misspelt) field fails too, not only a wrong type
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_validator_catches_a_misspelt_field() -> None:
+    doc = load_resources(DEPLOY / "servidor.yaml")[1]
+    doc["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, VERSIONS[0], strict=True)
+
+
+def test_kustomization_lists_every_manifest_and_only_those() -> None:
+    k = load_kustomization(DEPLOY)
+    assert sorted(k["resources"]) == [p.name for p in manifests()]
+
+
+def test_rendered_deployment_is_valid_and_complete(objects: dict) -> None:
+    part_of = ("app.kubernetes.io/part-of", "bulletinboard")
+    for obj in objects.values():
+        kubernetes_validate.validate(obj, VERSIONS[-1], strict=True)
+        assert part_of in obj["metadata"]["labels"].items()
+        if pod_spec(obj):  # its pods too, so `kubectl get pods -l` finds them
+            assert part_of in obj["spec"]["template"]["metadata"]["labels"].items()
+    assert set(objects) == {
+        ("StatefulSet", "servidor"), ("Service", "servidor"),
+        ("PodDisruptionBudget", "servidor"),
+        ("StatefulSet", "referencia"), ("Service", "referencia"),
+        ("Deployment", "broker"), ("Service", "broker"), ("Service", "broker-publico"),
+        ("Deployment", "proxy"), ("Service", "proxy"), ("Service", "proxy-publico"),
+        ("Deployment", "cliente-automatico"),
+        ("NetworkPolicy", "servidor"), ("NetworkPolicy", "referencia"),
+        ("NetworkPolicy", "broker"), ("NetworkPolicy", "proxy"),
+    }
+    images = {c["image"] for o in objects.values() if pod_spec(o)
+              for c in pod_spec(o)["containers"]}
+    assert images == {"bulletinboard-python:0.1.0", "bulletinboard-bot:0.1.0"}
+
+
+def test_image_rules_follow_kustomize() -> None:
+    rule = {"name": "bulletinboard-python", "newName": "reg.example:5000/bb", "newTag": "2"}
+    assert retag("bulletinboard-python", rule) == "reg.example:5000/bb:2"
+    assert retag("bulletinboard-python:1", rule) == "reg.example:5000/bb:2"
+    assert retag("bulletinboard-bot:1", rule) == "bulletinboard-bot:1"
+    assert retag("bulletinboard-python", {"name": "bulletinboard-python", "digest":
+                                          "sha256:ab"}) == "bulletinboard-python@sha256:ab"
+
+
+def test_python_rendering_matches_kubectl_kustomize(objects: dict) -> None:
+    """Where a kustomize exists (kubectl's built-in), its output is the Python one."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the Python rendering stands alone")
+    out = subprocess.run([kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    theirs = {(r["kind"], r["metadata"]["name"]): r for r in yaml.safe_load_all(out) if r}
+    assert theirs == objects
+
+
+# -- the workloads against what the daemons read ------------------------------------------
+
+def container(obj: dict) -> dict:
+    (c,) = pod_spec(obj)["containers"]
+    return c
+
+
+def env_of(obj: dict) -> dict[str, str]:
+    """The container's environment as the kubelet makes it: the pod's own name for a
+    fieldRef metadata.name (ordinal 0 of a StatefulSet), $(VAR) expanded in order."""
+    env: dict[str, str] = {}
+    for e in container(obj).get("env", []):
+        if "valueFrom" in e:
+            assert e["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+            env[e["name"]] = f"{obj['metadata']['name']}-0"
+        else:
+            env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], e["value"])
+    return env
+
+
+def daemon_options(obj: dict, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
+    """The plugin's own Options, parsed from the container's command and environment."""
+    import importlib
+
+    cmd = container(obj)["command"]
+    assert cmd[:2] == ["twistd", "-n"] and "--logfile" in cmd  # logs to stdout
+    plugin = next(a for a in cmd if a in PLUGINS)
+    for var in ("BBD_NAME", "BBD_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env_of(obj).items():
+        monkeypatch.setenv(var, value)
+    opts = importlib.import_module(PLUGINS[plugin]).Options()
+    opts.parseOptions(cmd[cmd.index(plugin) + 1:])
+    return plugin, opts
+
+
+def port_of(endpoint: str) -> tuple[str, int]:
+    u = urlsplit(endpoint)
+    return u.hostname, u.port
+
+
+def container_ports(obj: dict) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container(obj).get("ports", [])}
+
+
+def workload_of(objects: dict, endpoint: str) -> dict:
+    """The workload whose pods the Service of ``tcp://SERVICE:PORT`` selects."""
+    selector = objects[("Service", port_of(endpoint)[0])]["spec"]["selector"]
+    (w,) = [o for (kind, _), o in objects.items() if kind in ("Deployment", "StatefulSet")
+            and selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()]
+    return w
+
+
+def service_reaches(objects: dict, endpoint: str, workload: dict) -> None:
+    """``tcp://SERVICE:PORT`` is a Service in the deployment that selects ``workload``'s
+    pods and sends PORT to a port the container declares."""
+    host, port = port_of(endpoint)
+    svc = objects[("Service", host)]
+    assert svc["spec"]["selector"].items() <= \
+        workload["spec"]["template"]["metadata"]["labels"].items()
+    (sp,) = [p for p in svc["spec"]["ports"] if p["port"] == port]
+    assert container_ports(workload)[sp["targetPort"]] == port
+
+
+def volume_path(obj: dict, name: str) -> str:
+    (m,) = [m for m in container(obj)["volumeMounts"] if m["name"] == name]
+    return m["mountPath"]
+
+
+def probe_args(obj: dict, which: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The probe's exec command parsed by bbd's own command line (a typo fails here)."""
+    cmd = container(obj)[which]["exec"]["command"]
+    assert cmd[:2] == ["bbd", "probe"]
+    seen: list = []
+    monkeypatch.setattr("bbd.probe.probe", lambda *a: seen.append(a) or (True, "ok"))
+    assert cli.main(cmd[1:]) == 0
+    daemon, endpoint, ready, _timeout = seen[0]
+    return daemon, endpoint, ready
+
+
+def test_servers_statefulset_agrees_with_the_server(objects: dict, monkeypatch) -> None:
+    sts, svc = objects[("StatefulSet", "servidor")], objects[("Service", "servidor")]
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["serviceName"] == "servidor" and svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    plugin, o = daemon_options(sts, monkeypatch)
+    assert plugin == "bbd-server"
+    # Name from the pod, address = its DNS name under the headless Service.
+    assert o["name"] == "servidor-0"
+    assert o["host"] == f"{o['name']}.{sts['spec']['serviceName']}"
+    assert o["bind"] == "*"
+    ports = container_ports(sts)
+    assert ports == {"sync": o["sync-port"], "replication": o["replication-port"]}
+    assert (o["sync-port"], o["replication-port"]) == \
+        (config.port("sync"), config.port("replication"))
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == ports
+    assert all(ports[p["targetPort"]] == p["port"] for p in svc["spec"]["ports"])
+    # Its volume is where it keeps its data, the same path as in Compose.
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert o["data"] == volume_path(sts, claim["metadata"]["name"]) == DATA
+    # Every endpoint it connects to is a Service of this deployment on the right port.
+    service_reaches(objects, o["broker"], objects[("Deployment", "broker")])
+    service_reaches(objects, o["publish"], objects[("Deployment", "proxy")])
+    service_reaches(objects, o["subscribe"], objects[("Deployment", "proxy")])
+    service_reaches(objects, o["reference"], objects[("StatefulSet", "referencia")])
+    assert port_of(o["broker"])[1] == config.port("backend")
+    assert port_of(o["publish"])[1] == config.port("xsub")
+    assert port_of(o["subscribe"])[1] == config.port("xpub")
+    assert port_of(o["reference"])[1] == config.port("reference")
+
+
+def test_server_probes_ask_its_own_status_port(objects: dict, monkeypatch) -> None:
+    sts = objects[("StatefulSet", "servidor")]
+    port = container_ports(sts)["sync"]
+    for which, needs_ready in [("startupProbe", False), ("livenessProbe", False),
+                               ("readinessProbe", True)]:
+        daemon, endpoint, ready = probe_args(sts, which, monkeypatch)
+        assert daemon == "server" and ready is needs_ready
+        from bbd import probe
+
+        assert port_of(endpoint or probe.default_endpoint(daemon)) == ("127.0.0.1", port)
+        # The probe's own answer wait fits in the kubelet's timeout.
+        assert container(sts)[which]["timeoutSeconds"] >= 2
+
+
+def test_reference_statefulset_agrees_with_the_reference(objects: dict, monkeypatch) -> None:
+    sts = objects[("StatefulSet", "referencia")]
+    assert sts["spec"]["replicas"] == 1
+    plugin, o = daemon_options(sts, monkeypatch)
+    assert plugin == "bbd-reference"
+    assert port_of(o["listen"])[1] == container_ports(sts)["reference"] == \
+        config.port("reference")
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert o["data"] == volume_path(sts, claim["metadata"]["name"])
+    for which in ("livenessProbe", "readinessProbe"):
+        daemon, endpoint, _ = probe_args(sts, which, monkeypatch)
+        assert daemon == "reference" and endpoint is None  # default: the configured port
+
+
+@pytest.mark.parametrize("name,sides", [("broker", ("frontend", "backend")),
+                                        ("proxy", ("xsub", "xpub"))])
+def test_broker_and_proxy_agree_with_their_daemons(objects: dict, monkeypatch, name: str,
+                                                   sides: tuple[str, str]) -> None:
+    dep = objects[("Deployment", name)]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    plugin, o = daemon_options(dep, monkeypatch)
+    assert plugin == f"bbd-{name}"
+    ports = container_ports(dep)
+    for side in sides:
+        assert port_of(o[side])[1] == ports[side] == config.port(side)
+        service_reaches(objects, f"tcp://{name}:{ports[side]}", dep)
+    for which in ("livenessProbe", "readinessProbe"):
+        assert container(dep)[which]["tcpSocket"]["port"] in ports
+
+
+def test_only_the_client_ports_are_public(objects: dict) -> None:
+    public = {name: o for (kind, name), o in objects.items()
+              if kind == "Service" and o["spec"].get("type") in ("LoadBalancer", "NodePort")}
+    assert set(public) == {"broker-publico", "proxy-publico"}
+    exposed = {p["port"] for o in public.values() for p in o["spec"]["ports"]}
+    assert exposed == {config.port("frontend"), config.port("xpub")}
+    service_reaches(objects, f"tcp://broker-publico:{config.port('frontend')}",
+                    objects[("Deployment", "broker")])
+    service_reaches(objects, f"tcp://proxy-publico:{config.port('xpub')}",
+                    objects[("Deployment", "proxy")])
+
+
+def test_bots_reach_the_broker_and_proxy(objects: dict) -> None:
+    bots = objects[("Deployment", "cliente-automatico")]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert bots["spec"]["replicas"] == \
+        compose["services"]["cliente_automatico"]["deploy"]["replicas"]
+    cmd = container(bots)["command"]
+    assert cmd[:2] == ["node", "clients/js/bot.js"]
+    env = env_of(bots)
+    for flag, var, workload in [("--broker", "BROKER", "broker"), ("--proxy", "PROXY", "proxy")]:
+        assert cmd[cmd.index(flag) + 1] == env[var]
+        service_reaches(objects, env[var], objects[("Deployment", workload)])
+
+
+def test_data_path_is_compose_s(objects: dict) -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for service in ("servidor", "referencia"):
+        assert compose["services"][service]["volumes"] == [DATA]
+        assert volume_path(objects[("StatefulSet", service)], "dados") == DATA
+
+
+def test_a_drain_takes_one_server_and_replicas_spread(objects: dict) -> None:
+    sts = objects[("StatefulSet", "servidor")]
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    pdb = objects[("PodDisruptionBudget", "servidor")]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (term,) = pod_spec(sts)["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_every_daemon_has_requests_and_a_memory_limit(objects: dict) -> None:
+    for obj in objects.values():
+        if pod_spec(obj) is None:
+            continue
+        res = container(obj)["resources"]
+        assert {"cpu", "memory"} <= set(res["requests"]), obj["metadata"]["name"]
+        assert "memory" in res["limits"], obj["metadata"]["name"]
+
+
+def test_keys_come_from_a_secret_never_from_the_deployment(objects: dict) -> None:
+    assert not [k for k, _ in objects if k == "Secret"]
+    mounted = []
+    for obj in objects.values():
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        for v in spec.get("volumes", []):
+            if "secret" in v:
+                assert v["secret"]["secretName"] == "bbd-chaves"
+                (m,) = [m for m in container(obj)["volumeMounts"] if m["name"] == v["name"]]
+                assert m["readOnly"] is True and m["mountPath"] == "/app/chaves"
+                mounted.append(obj["metadata"]["name"])
+    assert sorted(mounted) == ["referencia", "servidor"]
+
+
+def test_docs_give_the_commands(objects: dict) -> None:
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    assert "kubectl apply -k deploy/kubernetes" in docs
+    assert "kubectl create secret generic bbd-chaves" in docs
+    run = next(line for line in docs.splitlines() if "kubectl run" in line)
+    assert "-it" in run and "BROKER=tcp://broker:5555" in run and \
+        "PROXY=tcp://proxy:5558" in run
+
+
+# -- NetworkPolicy: every connection the daemons make is let through, nothing else ---------
+
+def pod_labels(workload: dict) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def admits(objects: dict, target: dict, port: int, source: dict | None) -> bool:
+    """Would the NetworkPolicies let ``source``'s pods (None: anyone outside the board)
+    reach ``port`` on ``target``'s pods? (Kubernetes' rules for the subset used here.)"""
+    labels, named = pod_labels(target), container_ports(target)
+    policies = [o for (kind, _), o in objects.items() if kind == "NetworkPolicy" and
+                o["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = [named.get(p["port"], p["port"]) for p in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            froms = rule.get("from")
+            if froms is None or (source is not None and any(
+                    f["podSelector"]["matchLabels"].items() <= pod_labels(source).items()
+                    for f in froms)):
+                return True
+    return False
+
+
+def flows(objects: dict, monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict, dict, int]]:
+    """Every (source, target, port) the deployment's daemons connect to, from their
+    parsed options: a server to the broker, proxy, reference and its peers, a bot to the
+    broker and proxy."""
+    server = objects[("StatefulSet", "servidor")]
+    _, o = daemon_options(server, monkeypatch)
+    out = [(server, workload_of(objects, o[k]), port_of(o[k])[1])
+           for k in ("broker", "publish", "subscribe", "reference")]
+    out += [(server, server, o["sync-port"]), (server, server, o["replication-port"])]
+    bots = objects[("Deployment", "cliente-automatico")]
+    out += [(bots, workload_of(objects, v), port_of(v)[1]) for v in env_of(bots).values()]
+    return out
+
+
+def test_network_policy_lets_every_connection_through(objects: dict, monkeypatch) -> None:
+    for source, target, port in flows(objects, monkeypatch):
+        assert admits(objects, target, port, source), \
+            (source["metadata"]["name"], target["metadata"]["name"], port)
+
+
+def test_network_policy_keeps_internal_ports_internal(objects: dict, monkeypatch) -> None:
+    public = {config.port("frontend"), config.port("xpub")}
+    bots = objects[("Deployment", "cliente-automatico")]
+    daemons = [o for (kind, _), o in objects.items() if kind in ("Deployment", "StatefulSet")
+               and o is not bots]
+    for target in daemons:
+        for port in container_ports(target).values():
+            for source in (None, bots):  # anyone outside, or any other pod
+                assert admits(objects, target, port, source) is (port in public), \
+                    (target["metadata"]["name"], port)
