@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bbd import config
-from bbd.launcher import Daemon, Layout
+from bbd.launcher import Daemon
 from bbd.localcluster import Cluster
 
 PREFIX = "bbdnet"
@@ -277,12 +277,11 @@ class NetCluster(Cluster):
     ``broker``), so each side of a split can have clients of its own."""
 
     def __init__(self, root: Path, servers: int = 3, brokers: int = 1,
-                 broker_of: dict[str, str] | None = None, server_args: list[str] | None = None,
+                 broker_of: dict[str, str] | None = None, skews: list[float] | None = None,
+                 server_args: list[str] | None = None,
                  env: dict[str, str] | None = None) -> None:
-        self.layout = Layout(root, servers=servers)  # data directories and server names
-        self.server_args = server_args or []
-        self.env = {**os.environ, **(env or {})}
-        self.procs: dict[str, subprocess.Popen] = {}
+        # The layout's data directories, server names and skews are used; its ports are not.
+        super().__init__(root, servers=servers, skews=skews, server_args=server_args, env=env)
         self.brokers = ["broker", *(f"broker-{k}" for k in range(2, brokers + 1))]
         self.broker_of = broker_of or {}
         unknown = set(self.broker_of.values()) - set(self.brokers)
@@ -346,7 +345,11 @@ class NetCluster(Cluster):
             args = ["--name", name, "--data", str(d), "--bind", self.net.address(name),
                     "--broker", self.url(broker, "backend"),
                     "--publish", self.url("proxy", "xsub"), "--subscribe", self.xpub,
-                    "--reference", self.reference, *self.server_args]
+                    "--reference", self.reference]
+            i = self.names().index(name)
+            if i < len(self.layout.skews) and self.layout.skews[i]:
+                args += ["--clock-skew", str(self.layout.skews[i])]
+            args += self.server_args
             plugin = "bbd-server"
         return _NsDaemon(name, plugin, args, d, prefix=self.net.exec_argv(name, []))
 
