@@ -39,6 +39,8 @@ from bbd.launcher import Daemon
 from bbd.localcluster import Cluster
 
 PREFIX = "bbdnet"
+# Names and subnets must differ between runs even when a test seeds the global random.
+_rng = random.SystemRandom()
 
 
 class NetnsUnavailable(RuntimeError):
@@ -82,7 +84,7 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
 def _free_subnet() -> ipaddress.IPv4Network:
     used = _used_networks()
     for _ in range(200):
-        net = ipaddress.ip_network(f"10.{random.randrange(64, 255)}.{random.randrange(256)}.0/24")
+        net = ipaddress.ip_network(f"10.{_rng.randrange(64, 255)}.{_rng.randrange(256)}.0/24")
         if not any(net.overlaps(u) for u in used):
             return net
     raise NetnsUnavailable("no free private /24 for the test network")
@@ -129,7 +131,7 @@ class Network:
         if unavailable_why:
             raise NetnsUnavailable(unavailable_why)
         sweep_stale()
-        self.tag = f"{os.getpid()}-{random.getrandbits(24):06x}"
+        self.tag = f"{os.getpid()}-{_rng.getrandbits(24):06x}"
         self.subnet = _free_subnet()
         hosts = self.subnet.hosts()
         self.observer = str(next(hosts))  # the root namespace's address on the bridge
