@@ -5,7 +5,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := python3-venv libzmq3-dev libmsgpack-dev pkg-config gcc make docker-compose
+APT_PACKAGES := python3-venv libzmq3-dev libmsgpack-dev pkg-config gcc make docker-compose \
+	iproute2 iptables
 SERVERS ?= 3
 BOTS ?= 2
 DATA ?= run

@@ -46,10 +46,10 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) 
         time.sleep(interval)
 
 
-def _port_open(port: int) -> bool:
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 class Cluster:
@@ -124,13 +124,18 @@ class Cluster:
             log = self.data_dir(name) / "twistd.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise AssertionError(f"{name} exited with {proc.returncode}:\n{tail}")
-        ports = {"proxy": self.layout.xpub, "broker": self.layout.frontend}
-        if name in ports:
-            return _port_open(ports[name])
+        relay = self.relay_port(name)
+        if relay is not None:
+            return _port_open(relay[1], relay[0])
         if name == "reference":
             return self.ask(self.reference, "list") is not None
         s = self.status(name)
         return bool(s and s.get("ready"))
+
+    def relay_port(self, name: str) -> tuple[str, int] | None:
+        """(host, port) a relay (proxy, broker) accepts connections on once it is up."""
+        ports = {"proxy": self.layout.xpub, "broker": self.layout.frontend}
+        return (self.layout.host, ports[name]) if name in ports else None
 
     def ask(self, endpoint: str, service: str, data: dict | None = None,
             timeout: float = 0.5) -> dict | None:
