@@ -31,8 +31,8 @@ system-packages:
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# compat mode: a plain path entry, so twistd finds twisted/plugins from anywhere
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	# Editable; pyproject's package-dir makes it a plain path entry (twisted/plugins found).
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 clients/js/node_modules/.package-lock.json: clients/js/package.json clients/js/package-lock.json
