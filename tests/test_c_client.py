@@ -500,8 +500,12 @@ def test_a_terminal_line_may_be_as_long_as_the_protocol_allows(cliente, terminal
     t.expect("Mensagem: ")
     t.send("abx\x7fc\x1b[Dd\n")  # Backspace erases x, the arrow key is ignored
     t.expect("Publicado em geral")
+    t.lines("5", "geral")
+    t.expect("Mensagem: ")
+    t.send("rascunho\x15ok\n")  # Ctrl-U erases the line typed so far
+    t.expect("Publicado em geral")
     sent = [r["data"]["message"] for r in b.requests if r["service"] == "publish"]
-    assert sent == [longest, "abcd"]
+    assert sent == [longest, "abcd", "ok"]
     t.send(b"\x04")  # Ctrl-D at an empty prompt
     t.expect("Ate logo!")
     assert t.wait_exit() == 0

@@ -59,11 +59,11 @@ static void edit(entrada_t *in, const char *p, size_t n)
     static bool last_cr;
     char echo[4096];
     size_t e = 0;
+    size_t start = partial_start(in);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
         if (c != '\n')
             last_cr = last_cr && c == '\r';
-        size_t start = partial_start(in);
         if (e + 8 > sizeof echo) {
             fwrite(echo, 1, e, stdout);
             e = 0;
@@ -86,6 +86,7 @@ static void edit(entrada_t *in, const char *p, size_t n)
                 continue; /* one line end, whether the terminal sends CR, LF or both */
             in->buf[in->len++] = '\n';
             echo[e++] = '\n';
+            start = in->len;
         } else if (c == 0x7f || c == 0x08) {
             if (in->len > start) {
                 do
@@ -99,8 +100,8 @@ static void edit(entrada_t *in, const char *p, size_t n)
                 in->len = start;
                 fwrite(echo, 1, e, stdout);
                 e = 0;
-                fputs("\r\x1b[K", stdout);
-                reecho(in); /* nothing left of the line: only the prompt comes back */
+                if (in->echo) /* redraw the prompt alone on a cleared line */
+                    printf("\r\x1b[K%s", in->prompt ? in->prompt : "");
             }
         } else if (c == 0x04) {
             if (in->len == start)
@@ -203,9 +204,9 @@ int entrada_linha(entrada_t *in, rede_t *r, const char *prompt, char *out, size_
 {
     fputs(prompt, stdout);
     fflush(stdout);
-    r->prompt = prompt;
+    r->prompt = in->prompt = prompt;
     int rc = next_line(in, r, out, n);
-    r->prompt = NULL;
+    r->prompt = in->prompt = NULL;
     if (rc == LINHA_FIM)
         putchar('\n');
     return rc;

@@ -25,6 +25,7 @@ typedef struct {
     bool editing;                 /* we edit lines ourselves (terminal in non-canonical mode) */
     bool echo;                    /* ... and echo what is typed */
     struct termios saved;         /* the terminal's mode before, restored by entrada_fim */
+    const char *prompt;           /* the prompt on screen, redrawn by Ctrl-U */
 } entrada_t;
 
 enum { LINHA_OK, LINHA_LONGA, LINHA_FIM };
