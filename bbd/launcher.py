@@ -13,6 +13,8 @@ import os
 import shutil
 import signal
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,12 +143,24 @@ def own_group(argv: list[str]) -> list[str]:
     return [sys.executable, "-c", _OWN_GROUP, *argv]
 
 
-def client_command(layout: Layout) -> str:
-    """The C client's command line for this board, as a person would type it here."""
-    exe = REPO / "clients" / "c" / "cliente"
+def _typed(exe: Path) -> str:
+    """A program's path as a person would type it from here."""
     here = Path.cwd()
-    shown = f"./{exe.relative_to(here)}" if exe.is_relative_to(here) else str(exe)
-    return (f"BROKER={layout.url(layout.frontend)} PROXY={layout.url(layout.xpub)} {shown}")
+    return f"./{exe.relative_to(here)}" if exe.is_relative_to(here) else str(exe)
+
+
+def client_command(layout: Layout) -> str:
+    """The C client's command line for this board."""
+    return (f"BROKER={layout.url(layout.frontend)} PROXY={layout.url(layout.xpub)} "
+            f"{_typed(REPO / 'clients' / 'c' / 'cliente')}")
+
+
+def status_command(layout: Layout) -> str:
+    """``bbd status`` for this board (bbd lives beside this interpreter, in the venv)."""
+    bbd = Path(sys.executable).parent / "bbd"
+    moved = layout.frontend != config.port("frontend")
+    return (f"{_typed(bbd) if bbd.exists() else 'bbd'} status"
+            + (f" --base-port {layout.frontend}" if moved else ""))
 
 
 def check_ports(layout: Layout) -> str | None:
@@ -191,28 +205,70 @@ def run(layout: Layout, bots: int, bot_interval: float) -> int:
                            cwd=str(daemon.directory))
         monitor.logs[daemon.name] = daemon.directory / "twistd.log"
         rows.append((daemon.name, " ".join(daemon.args[:4]), str(daemon.directory)))
+    bot_names: list[str] = []
     if bots:
         argv = bot_argv(layout, bot_interval)
         if argv is None:
             log.warn("bots requested but node or clients/js/bot.js is missing: no bots")
         for k in range(1, bots + 1 if argv else 1):
-            monitor.addProcess(f"bot-{k}", own_group(argv), env=env)
-            rows.append((f"bot-{k}", f"--broker {layout.url(layout.frontend)}", "(output here)"))
+            bot_names.append(f"bot-{k}")
+            rows.append((f"bot-{k}", f"--broker {layout.url(layout.frontend)}",
+                         "(output here, once the servers serve)"))
     print("BulletInBoard is starting:")
     for name, where, directory in rows:
         print(f"  {name:<12} {where:<60} {directory}")
     print(f"Clients: broker {layout.url(layout.frontend)}, "
           f"subscriptions {layout.url(layout.xpub)}")
     print(f"C client: {client_command(layout)}")
-    print(f"Status: bbd status --base-port {layout.frontend}" if layout.frontend
-          != config.port("frontend") else "Status: bbd status")
+    print(f"Status: {status_command(layout)}")
     print("Logs: <dir>/<name>/twistd.log. Ctrl-C stops everything.", flush=True)
     monitor.startService()
+    stopping = threading.Event()
+    reactor.addSystemEventTrigger("before", "shutdown", stopping.set)
     reactor.addSystemEventTrigger("before", "shutdown", stop_all, monitor, reactor)
+
+    def ready(took: float | None) -> None:
+        # Bots start once every server serves: a bot started earlier fails its first login.
+        if stopping.is_set():
+            return
+        if took is None:
+            log.warn("the servers are not all serving after {s:.0f} s; starting anyway "
+                     "(see {data}/servidor-*/twistd.log)", s=READY_TIMEOUT, data=layout.data)
+        else:
+            print(f"BulletInBoard is ready in {took:.1f} s: {layout.servers} servers serving.",
+                  flush=True)
+        for name in bot_names:
+            monitor.addProcess(name, own_group(argv), env=env)
+
+    from twisted.internet import threads
+
+    threads.deferToThread(wait_ready, layout, READY_TIMEOUT, stopping).addCallback(ready)
     # The daemons no longer share our process group: a closed terminal must stop them too.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.run()
     return 0
+
+
+READY_TIMEOUT = 60.0
+
+
+def wait_ready(layout: Layout, timeout: float, stopping: threading.Event) -> float | None:
+    """Seconds until every server says it is ready (asked on its sync port), or None after
+    ``timeout``. Blocking: runs in a thread; gives up at once when ``stopping`` is set."""
+    from bbd.client import ask_once
+
+    began = time.monotonic()
+    endpoints = [layout.url(layout.server_ports(i)[0]) for i in range(1, layout.servers + 1)]
+    waiting = list(endpoints)
+    while waiting and not stopping.is_set():
+        if time.monotonic() - began > timeout:
+            return None
+        status = ask_once(waiting[0], "status", timeout=0.5)
+        if status and status.get("ready"):
+            waiting.pop(0)
+        else:
+            stopping.wait(0.2)  # poll interval; the answer is what is waited on
+    return time.monotonic() - began
 
 
 def stop_all(monitor: Any, clock: Any) -> Any:

@@ -44,6 +44,8 @@ def test_base_port_moves_every_port_and_what_it_starts(tmp_path: Path) -> None:
         assert "tcp://127.0.0.1:31000" in bot and "tcp://127.0.0.1:31003" in bot
     assert "BROKER=tcp://127.0.0.1:31000 PROXY=tcp://127.0.0.1:31003" in \
         launcher.client_command(layout)
+    assert launcher.status_command(layout).endswith("bbd status --base-port 31000")
+    assert launcher.status_command(standard).endswith("bbd status")
 
 
 def test_busy_ports_are_named_with_their_role() -> None:
@@ -198,3 +200,37 @@ def test_twistd_finds_the_plugins_from_any_directory(tmp_path: Path) -> None:
 def test_help_runs(command: str) -> None:
     r = bbd(command, "--help", timeout=30)
     assert r.returncode == 0 and "default" in r.stdout
+
+
+def test_bots_start_once_the_board_serves_and_stop_quietly(tmp_path: Path) -> None:
+    if launcher.bot_argv(launcher.Layout(tmp_path), 1.0) is None:
+        pytest.fail("node and clients/js are needed: `make install` sets them up")
+    base = _free_block(8)
+    proc = subprocess.Popen([str(BIN / "bbd"), "up", "--servers", "1", "--bots", "1",
+                             "--bot-interval", "0.2", "--base-port", str(base), "--data",
+                             str(tmp_path / "run")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "users()" in line:  # the bot logged in and went on
+                break
+        proc.send_signal(15)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(seen)
+    assert proc.returncode == 0
+    assert "BulletInBoard is ready in" in out, out
+    ready_at = out.index("BulletInBoard is ready in")
+    assert "[bot-1]" not in out[:ready_at], "a bot started before the servers served"
+    assert "login(" in out and "FAILED" not in out and "failed:" not in out, out
+    assert "done:" in rest, rest
+    assert not [x for x in (out + rest).splitlines() if x.rstrip().endswith("[bot-1]")], rest
