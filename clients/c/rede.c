@@ -294,6 +294,8 @@ int rede_na_lista(rede_t *r, const char *service, const char *name, size_t n)
             if (mp_str(&list->via.array.ptr[i], &p, &len) && len == n && memcmp(p, name, n) == 0)
                 found = 1;
         }
+    } else {
+        printf("Erro: resposta sem a lista '%s'\n", service);
     }
     resposta_free(&resp);
     return found;

@@ -60,7 +60,7 @@ bool rede_pedido(rede_t *r, const char *service, const campo_t *fields, size_t n
 void resposta_free(resposta_t *resp);
 
 /* Asks for a list (`users` or `channels`) and tells whether `name` is in it: 1 yes, 0 no,
- * -1 if the list could not be had (already reported). */
+ * -1 if the list could not be had (the reason is shown). */
 int rede_na_lista(rede_t *r, const char *service, const char *name, size_t n);
 
 /* Handles every publication waiting on the SUB socket. */
