@@ -98,10 +98,11 @@ static void edit(entrada_t *in, const char *p, size_t n)
         } else if (c == 0x15) {
             if (in->len > start) {
                 in->len = start;
-                fwrite(echo, 1, e, stdout);
-                e = 0;
-                if (in->echo) /* redraw the prompt alone on a cleared line */
+                if (in->echo) { /* redraw the prompt alone on a cleared line */
+                    fwrite(echo, 1, e, stdout);
                     printf("\r\x1b[K%s", in->prompt ? in->prompt : "");
+                }
+                e = 0;
             }
         } else if (c == 0x04) {
             if (in->len == start)
