@@ -48,11 +48,6 @@ def _local(base: int | None, name: str) -> str:
     return f"tcp://127.0.0.1:{port}"
 
 
-_BASE_HELP = ("first port of a board moved off the standard ones, as given to bbd up "
-              "--base-port (default: the standard ports of etc/bbd.toml, broker "
-              f"{config.port('frontend')})")
-
-
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Defaults shown after each option, except where there is none or the text says it."""
 
@@ -69,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         "it, load it. 'bbd COMMAND --help' describes each command's options.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     frontend = config.port("frontend")
+    base_help = ("first port of a board moved off the standard ones, as given to bbd up "
+                 f"--base-port (default: the standard ports of etc/bbd.toml, broker {frontend})")
     up = sub.add_parser(
         "up", formatter_class=fmt, help="start reference, proxy, broker, servers (and bots)",
         description="Start the whole board on 127.0.0.1, each daemon its own twistd process, "
@@ -95,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--reference", default=None,
                     help="reference endpoint (default: tcp://127.0.0.1:"
                     f"{config.port('reference')}, or the one of --base-port)")
-    st.add_argument("--base-port", type=_port, default=None, metavar="N", help=_BASE_HELP)
+    st.add_argument("--base-port", type=_port, default=None, metavar="N", help=base_help)
     st.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
                     help="how long to wait for each answer")
     bench = sub.add_parser(
@@ -109,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--frontend", default=None,
                        help=f"broker endpoint (default: tcp://127.0.0.1:{frontend}, or the "
                        "one of --base-port)")
-    bench.add_argument("--base-port", type=_port, default=None, metavar="N", help=_BASE_HELP)
+    bench.add_argument("--base-port", type=_port, default=None, metavar="N", help=base_help)
     bench.add_argument("--own-board", action="store_true",
                        help="start a private 3-server board on free ports in a temporary "
                        "directory, measure it, then stop and delete it")
