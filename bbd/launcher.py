@@ -221,7 +221,7 @@ def run(layout: Layout, bots: int, bot_interval: float) -> int:
           f"subscriptions {layout.url(layout.xpub)}")
     print(f"C client: {client_command(layout)}")
     print(f"Status: {status_command(layout)}")
-    print("Logs: <dir>/<name>/twistd.log. Ctrl-C stops everything.", flush=True)
+    print(f"Logs: {layout.data}/<name>/twistd.log. Ctrl-C stops everything.", flush=True)
     monitor.startService()
     stopping = threading.Event()
     reactor.addSystemEventTrigger("before", "shutdown", stopping.set)
