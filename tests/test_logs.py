@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 from bbd import launcher
@@ -34,10 +35,20 @@ def test_servers_started_before_the_reference_log_no_alarm(tmp_path: Path) -> No
     for name, log in text.items():
         assert f"{name} registered with rank" in log, log
         assert "unreachable" not in log, log
-        assert "reachable again" not in log, log
+        if "still waiting for the reference" in log:
+            # Only a wait longer than the patience (5 s) is worth that line: possible on a
+            # machine loaded enough to stall the reference's start.
+            assert _seconds(log, "registered with rank") - _seconds(log, "restored") >= 4, log
+        else:
+            assert "reachable again" not in log, log
         assert "rank None" not in log, log
         assert "re-announced" not in log, log
-        assert log.count("announced servidor") <= 2, log  # once per election won, at most
+
+
+def _seconds(log: str, text: str) -> float:
+    """The time of the first log line holding ``text`` (twistd's ISO timestamp)."""
+    line = next(x for x in log.splitlines() if text in x)
+    return datetime.strptime(line.split(" ", 1)[0], "%Y-%m-%dT%H:%M:%S%z").timestamp()
 
 
 def test_console_drops_the_empty_lines_procmon_adds_at_a_bot_exit() -> None:
