@@ -66,6 +66,7 @@ class ServerConfig:
     berkeley_every: int = 10
     election_answer_timeout: float = 0.5
     election_announce_timeout: float = 1.5
+    reference_patience: float = 5.0  # seconds at start before a silent reference is logged
 
     def endpoint(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -114,6 +115,8 @@ class BoardServer(Replication, service.Service):
         self.handled = 0
         self._last_tick = clock.seconds()  # for pause detection
         self._reference_lost = False
+        self._reference_warned = False  # a line said so; the next success says it is back
+        self._started_at = clock.seconds()
         self._cut_off = False
         self.factory = None
         self.frontend = None
@@ -147,7 +150,7 @@ class BoardServer(Replication, service.Service):
             self._on_sync, mb)
         self.publisher = sockets.Publisher(self.factory, [sockets.connect(self.cfg.publish)])
         self.reference = sockets.DealerClient(self.factory, self.cfg.reference, self.clock, mb)
-        self._last_tick = self.clock.seconds()
+        self._last_tick = self._started_at = self.clock.seconds()
         self._start_up().addErrback(self._start_failed)
 
     def _restore(self) -> None:
@@ -267,14 +270,24 @@ class BoardServer(Replication, service.Service):
                     return
             reply = yield self._ask(self.reference, "list", {})
             self._update_peers(reply.get("list") or [])
-            if self._reference_lost:
+            if self._reference_warned:
                 log.info("reference {ref} reachable again", ref=self.cfg.reference)
-                self._reference_lost = False
+            self._reference_lost = self._reference_warned = False
         except Exception as e:
-            if not self._reference_lost:
+            self._reference_lost = self._cut_off = True
+            if not self.running or self._reference_warned:
+                return  # stopping, or already said: log changes, not repetitions
+            if self.ready:
                 log.warn("reference {ref} unreachable ({why}); keeping the last peer list",
                          ref=self.cfg.reference, why=str(e))
-            self._reference_lost = self._cut_off = True
+                self._reference_warned = True
+            elif self.clock.seconds() - self._started_at > self.cfg.reference_patience:
+                # At start the reference is often still starting too: only a long wait is
+                # worth a line.
+                log.warn("still waiting for the reference {ref} after {s:.0f} s ({why})",
+                         ref=self.cfg.reference, s=self.clock.seconds() - self._started_at,
+                         why=str(e))
+                self._reference_warned = True
 
     # -- client requests -------------------------------------------------------------
 
