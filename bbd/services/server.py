@@ -83,6 +83,11 @@ class _Settling:
         self.waiters.append(d)
         return d
 
+    def fire(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            d.callback(None)
+
 
 class BoardServer(Replication, service.Service):
     def __init__(self, cfg: ServerConfig, clock: Any = reactor,
@@ -105,7 +110,8 @@ class BoardServer(Replication, service.Service):
         # Client requests that arrived while catching up: (arrival, envelope, body).
         self.queued: list[tuple[float, list[bytes], bytes]] = []
         self.settling: dict[str, _Settling] = {}  # own ops between proposal and reply, by id
-        self.proposed: dict[str, str] = {}  # request id -> own op id not yet applied
+        # Own ops on their way to the journal, not yet applied (visible only once durable).
+        self.unapplied: dict[str, tuple[Op, _Settling]] = {}
         self.storage_error: str | None = None  # why the journal last failed, until it works
         self._outbox: list[tuple[Op, defer.Deferred]] = []
         self._outbox_call: Any = None
@@ -362,9 +368,9 @@ class BoardServer(Replication, service.Service):
     def _write(self, req: Request, kind: str, fields: dict[str, str], subject: str) -> Any:
         service_ = req.service
         rid = protocol.request_id(req.data, service_)
-        if rid is not None and rid in self.proposed:
+        if rid is not None:
             # A retry of a write still on its way to the journal: wait for its fate.
-            yield self.settling[self.proposed[rid]].wait()
+            yield self.unapplied_where(lambda own: own.rid == rid)
         op = self.board.by_rid(rid) if rid is not None else None
         if op is not None:
             # A retry: answer as the original was answered, never apply twice.
@@ -380,8 +386,8 @@ class BoardServer(Replication, service.Service):
         op = self.board.propose(kind, fields, clock=self.lamport.tick(),
                                 timestamp=self.physical.now(), rid=rid)
         settling = self.settling[op.id] = _Settling()
-        if rid is not None:
-            self.proposed[rid] = op.id
+        durable = _Settling()
+        self.unapplied[op.id] = (op, durable)
         try:
             try:
                 yield self.committer.submit([op.to_dict()])
@@ -389,16 +395,16 @@ class BoardServer(Replication, service.Service):
                 self._storage_failed(op, e)
                 raise ProtocolError("storage unavailable on this server (" + e.strerror
                                     + "); the request was not applied", service_) from None
+            else:
+                self._storage_works()
+                self.board.apply(op)
             finally:
-                if rid is not None:
-                    self.proposed.pop(rid, None)
-            self._storage_works()
-            self.board.apply(op)
+                del self.unapplied[op.id]
+                durable.fire()
             yield self._replicate(op)
         finally:
             del self.settling[op.id]
-            for d in settling.waiters:
-                d.callback(None)
+            settling.fire()
         result = self._result(service_, op, subject, retry=False)
         if self.board.visible(op) and kind in ("publish", "message"):
             self._announce(op)
@@ -412,6 +418,15 @@ class BoardServer(Replication, service.Service):
         if why:
             raise ProtocolError(why, service_)
         return protocol.success_data(service_)
+
+    def unapplied_where(self, match: Callable[[Op], bool]) -> defer.Deferred:
+        """Fires once every own op that ``match`` picks among those still on their way to
+        the journal is applied (or refused). A peer's ``replicate`` waits for its rivals
+        here before answering with competitors: an origin holds its own op before its peers
+        can learn of it, so two concurrent creators of a name still each learn of the
+        other and decide alike."""
+        waits = [durable.wait() for own, durable in self.unapplied.values() if match(own)]
+        return defer.gatherResults(waits) if waits else defer.succeed(None)
 
     def _storage_failed(self, op: Op, error: OSError) -> None:
         """The journal batch holding ``op`` was not written (and was cut back): the op never
