@@ -157,10 +157,12 @@ class RingFile:
             self.offsets.append(pos)
         n = self.count
         k = (self.visible + 1) % len(self.inodes)
+        have = self._trusted(k)
+        self.valid[k] = -1  # until it is whole again
+        if have < 0:  # written from scratch: in a new inode, never in one a reader may hold
+            self.inodes[k].unlink(missing_ok=True)
         fd = os.open(self.inodes[k], os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            have = self.valid[k] if _fd_signature(fd) == self.sigs[k] else -1
-            self.valid[k] = -1  # until it is whole again
             start = 0 if have < 0 else self.offsets[have]
             os.ftruncate(fd, start)
             if have < lo:
@@ -179,6 +181,12 @@ class RingFile:
         self.visible = k
         self.published = signature(self.path)
         return True
+
+    def _trusted(self, k: int) -> int:
+        """The entries inode ``k`` holds, if it is still the inode we left; else -1."""
+        if self.valid[k] < 0 or signature(self.inodes[k]) != self.sigs[k]:
+            return -1
+        return self.valid[k]
 
     def _copy_from_visible(self, dst: int, start: int, end: int, lo: int) -> None:
         src_k = self.visible

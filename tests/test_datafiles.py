@@ -226,6 +226,19 @@ def test_a_reader_holding_the_file_sees_it_unchanged_for_the_grace_period(
     assert_current(tmp_path, board)
 
 
+def test_a_new_process_never_writes_into_the_visible_inode(tmp_path: Path) -> None:
+    ops = Ops()
+    board = seeded_board(ops, 5)
+    flush(DataFiles(tmp_path), board)  # a previous run left inode 0 visible
+    with (tmp_path / "publicacoes.json").open("rb") as held:
+        first = held.read()
+        board.apply(ops("publish", 900, user="ana", channel="geral", message="more"))
+        flush(DataFiles(tmp_path), board)  # a new run starts its ring at inode 0
+        held.seek(0)
+        assert held.read() == first
+    assert_current(tmp_path, board)
+
+
 def test_a_stale_batch_is_skipped(tmp_path: Path) -> None:
     ops = Ops()
     board = seeded_board(ops, 5)
