@@ -204,12 +204,8 @@ class RingFile:
 
 # -- what a flush takes from the board (on the reactor) --------------------------------
 
-def _users(board: Board) -> _Sorted:
-    return board.users_order
-
-
-VIEWS: dict[str, Callable[[Board], _Sorted]] = {
-    "usuarios.json": _users,
+VIEWS: dict[str, Callable[[Board], _Sorted]] = {  # the sorted view behind each file
+    "usuarios.json": lambda b: b.users_order,  # by first login
     "canais.json": lambda b: b.channels,
     "publicacoes.json": lambda b: b.posts,
     "mensagens.json": lambda b: b.messages,
