@@ -466,23 +466,24 @@ class BoardServer(Replication, service.Service):
     # -- files -----------------------------------------------------------------------
 
     def write_files(self) -> None:
-        if self.board.applied == self.files_at:
+        if self.board.applied == self.files_at and not self.files.pending():
             return
         at = self.board.applied
-        self.files.write(self.board.snapshot())
+        self.files.apply(self.files.take(self.board))
         self.files_at = at
 
     def snapshot(self) -> defer.Deferred | None:
-        """Atomically rewrite the four JSON files if anything changed (off the reactor).
-        A failed write (full disk) is logged once and tried again next time."""
+        """Bring the four JSON files up to date if anything changed: the changed entries
+        are taken here, rendered and written (in place, behind an atomic rename) in a
+        thread. A failed write (full disk) is logged once and tried again next time."""
         at = self.board.applied
-        if at == self.files_at or self._snapshotting:
+        if (at == self.files_at and not self.files.pending()) or self._snapshotting:
             return None
         from twisted.internet import threads
 
         self._snapshotting = True
-        views = self.board.views()  # copied here; rendered and written in the thread
-        d = threads.deferToThread(lambda: self.files.write(views.render()))
+        batch = self.files.take(self.board)  # O(changed entries)
+        d = threads.deferToThread(self.files.apply, batch)
         d.addCallbacks(self._files_written, self._files_failed, callbackArgs=(at,))
         return d.addBoth(self._snapshot_done)
 
@@ -532,7 +533,7 @@ class BoardServer(Replication, service.Service):
             "name": self.cfg.name, "rank": self.rank, "ready": self.ready,
             "clock": self.lamport.value, "offset": self.physical.offset(),
             "applied": self.board.applied, "vector": self.board.vector,
-            "files_current": self.files_at == self.board.applied,
+            "files_current": self.files_at == self.board.applied and not self.files.pending(),
             "storage_error": self.storage_error, "files_error": self.files_error,
             "peers": {p.name: p.up for p in self.peers.values()},
         }
