@@ -53,6 +53,8 @@ class Layout:
     reference: int = field(default_factory=lambda: config.port("reference"))
     server_base: int = field(default_factory=lambda: config.port("sync"))
     skews: list[float] = field(default_factory=list)
+    broker_status: int = field(default_factory=lambda: config.port("broker_status"))
+    routing: str = "readiness"  # the broker's; "round-robin" is today's plain relay
 
     def url(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -76,7 +78,9 @@ class Layout:
 
     def broker_daemon(self) -> Daemon:
         return Daemon("broker", "bbd-broker", ["--frontend", self.url(self.frontend),
-                                               "--backend", self.url(self.backend)],
+                                               "--backend", self.url(self.backend),
+                                               "--status", self.url(self.broker_status),
+                                               "--routing", self.routing],
                       self.data / "broker")
 
     def server_daemon(self, i: int, extra: list[str] | None = None) -> Daemon:
@@ -87,6 +91,8 @@ class Layout:
                 "--broker", self.url(self.backend), "--publish", self.url(self.xsub),
                 "--subscribe", self.url(self.xpub), "--reference", self.url(self.reference),
                 "--sync-port", str(sync), "--replication-port", str(repl)]
+        if self.routing != "readiness":
+            args += ["--routing", self.routing]
         if i <= len(self.skews) and self.skews[i - 1]:
             args += ["--clock-skew", str(self.skews[i - 1])]
         return Daemon(name, "bbd-server", args + (extra or []), d)

@@ -8,6 +8,7 @@ leave the client waiting: hence the single exit point here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -28,9 +29,11 @@ class Responder:
         self.log = log
 
     def handle(self, send: Callable[[bytes], None], body: bytes,
-               handlers: dict[str, Handler]) -> None:
+               handlers: dict[str, Handler], fallback_id: str | None = None) -> None:
         try:
             req = protocol.decode(body)
+            if fallback_id is not None:
+                req = dataclasses.replace(req, fallback_id=fallback_id)
         except ProtocolError as e:
             self.log.info("rejected frame: {why}", why=e.description)
             self._send(send, e.service, protocol.error_data(e.service, e.description), "msgpack")

@@ -62,6 +62,9 @@ class ServerConfig:
     berkeley_every: int = 10
     election_answer_timeout: float = 0.5
     election_announce_timeout: float = 1.5
+    routing: str = "readiness"  # the broker's: readiness (worker link) or round-robin
+    credit: int = 32  # requests the broker may have in flight here
+    broker_heartbeat: float = 0.25
 
     def endpoint(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -92,6 +95,7 @@ class BoardServer(Replication, service.Service):
         self.committer = GroupCommit(self.journal.append)
         self.rank: int | None = None
         self.peers: dict[str, Peer] = {}
+        self.frontend = None
         self.ready = False
         self.catching_up = False
         self.queued: list[tuple[list[bytes], bytes]] = []
@@ -104,7 +108,6 @@ class BoardServer(Replication, service.Service):
         self._reference_lost = False
         self._cut_off = False
         self.factory = None
-        self.frontend = None
         self.coordination = None  # election + Berkeley, attached by the plugin
         self.client_handlers = {
             "login": self._login, "users": self._users, "channel": self._channel,
@@ -112,6 +115,17 @@ class BoardServer(Replication, service.Service):
             "history": self._history,
         }
         self.replication_handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        """Serving clients or not; the broker is told at once (catch-up sets this)."""
+        self._ready = value
+        if self.frontend is not None:
+            self.frontend.set_ready(value)
 
     # -- start and stop --------------------------------------------------------------
 
@@ -154,8 +168,14 @@ class BoardServer(Replication, service.Service):
         yield self.catch_up("start")
         from bbd import sockets
 
-        self.frontend = sockets.RouterServer(
-            self.factory, [sockets.connect(self.cfg.broker)], self._on_client, self.cfg.max_bytes)
+        if self.cfg.routing == "round-robin":
+            self.frontend = sockets.RouterServer(self.factory, [sockets.connect(self.cfg.broker)],
+                                                 self._on_client, self.cfg.max_bytes)
+        else:
+            self.frontend = sockets.BrokerWorker(
+                self.factory, self.cfg.broker, self._on_client, name=self.cfg.name,
+                credit=self.cfg.credit, clock=self.clock, heartbeat=self.cfg.broker_heartbeat,
+                ready=self.ready, max_bytes=self.cfg.max_bytes)
         log.info("{name} (rank {rank}) serving clients via {broker}", name=self.cfg.name,
                  rank=self.rank, broker=self.cfg.broker)
         if self.coordination is not None:
@@ -167,6 +187,9 @@ class BoardServer(Replication, service.Service):
 
     @defer.inlineCallbacks
     def _stop(self) -> Any:
+        goodbye = getattr(self.frontend, "close", None)  # the worker link says BYE
+        if goodbye is not None:
+            goodbye()
         for peer in self.peers.values():
             self._close_peer(peer)
         # Let in-flight journal batches finish, then write the files once more.
@@ -238,7 +261,7 @@ class BoardServer(Replication, service.Service):
             return
         self.handled += 1
         self.responder.handle(lambda out: self.frontend.reply(envelope, out), body,
-                              self.client_handlers)
+                              self.client_handlers, self.frontend.request_id(envelope))
         if self.coordination is not None:
             self.coordination.message_handled(self.handled)
 
@@ -285,7 +308,7 @@ class BoardServer(Replication, service.Service):
     @defer.inlineCallbacks
     def _write(self, req: Request, kind: str, fields: dict[str, str], subject: str) -> Any:
         service_ = req.service
-        rid = protocol.request_id(req.data, service_)
+        rid = protocol.request_id(req.data, service_) or req.fallback_id
         op = self.board.by_rid(rid) if rid is not None else None
         if op is not None:
             # A retry: answer as the original was answered, never apply twice.
@@ -389,6 +412,9 @@ class BoardServer(Replication, service.Service):
             "files_current": self.files_at == self.board.applied,
             "peers": {p.name: p.up for p in self.peers.values()},
         }
+        view = getattr(self.frontend, "view", None)
+        if view is not None:  # what the broker last said of us: routing here, in flight
+            status["broker"] = view
         if self.coordination is not None:
             status.update(self.coordination.status())
         return status
@@ -415,6 +441,9 @@ class Options(DaemonOptions):
         ["replication-port", None, config.port("replication"), "replication port", int],
         ["clock-skew", None, 0.0, "start with the physical clock this many seconds off", float],
         ["clock-drift", None, 0.0, "physical clock drift, seconds per second", float],
+        ["routing", None, "readiness", "the broker's routing: readiness (announce readiness "
+         "and credit) or round-robin (plain ROUTER behind today's relay)"],
+        ["credit", None, 32, "requests the broker may have in flight at this server", int],
     ]
 
     def postOptions(self) -> None:
@@ -424,6 +453,8 @@ class Options(DaemonOptions):
         problem = protocol.name_problem(self["name"], "server")
         if problem:
             raise usage.UsageError(f"--name: {problem}")
+        if self["routing"] not in ("readiness", "round-robin"):
+            raise usage.UsageError("--routing must be readiness or round-robin")
         if self["host"] is None:
             self["host"] = socket.gethostname() if self["bind"] in ("*", "0.0.0.0") \
                 else self["bind"]
@@ -446,6 +477,8 @@ def makeService(options: Options) -> service.MultiService:
         berkeley_every=int(t("berkeley_every_messages")),
         election_answer_timeout=t("election_answer_timeout"),
         election_announce_timeout=t("election_announce_timeout"),
+        routing=options["routing"], credit=options["credit"],
+        broker_heartbeat=t("broker_heartbeat"),
     )
     top = service.MultiService()
     server = BoardServer(cfg)
