@@ -12,10 +12,14 @@ import time
 import uuid
 from math import nan
 
-from bbd.client import Client
+from bbd.client import Client, Unavailable
 
 
-def run(frontend: str, clients: int, seconds: float, service: str = "publish") -> dict:
+def run(frontend: str, clients: int, seconds: float, service: str = "publish",
+        timeout: float = 5.0, tries: int = 3) -> dict:
+    """``clients`` threads sending back to back for ``seconds``. Each request is tried up
+    to ``tries`` times with ``timeout`` per try and the same request id (as the C client
+    and the bot do); its latency counts from the first try to the answer."""
     tag = uuid.uuid4().hex[:6]
     setup = Client(frontend, timeout=5)
     user, channel = f"bench-{tag}", f"bench-{tag}"
@@ -24,17 +28,28 @@ def run(frontend: str, clients: int, seconds: float, service: str = "publish") -
     setup.close()
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
+    timeouts = [0] * clients
+    failed = [0] * clients
     stop = time.monotonic() + seconds
 
     def worker(k: int) -> None:
-        c = Client(frontend, timeout=5)
+        c = Client(frontend, timeout=timeout, retries=1)
         n = 0
         while time.monotonic() < stop:
             n += 1
             data = {"user": user, "channel": channel, "message": f"m{k}-{n}"} \
                 if service == "publish" else {}
+            rid = uuid.uuid4().hex
             t0 = time.perf_counter()
-            reply = c.request(service, data)
+            for _ in range(tries):
+                try:
+                    reply = c.request(service, data, rid=rid)
+                    break
+                except Unavailable:
+                    timeouts[k] += 1
+            else:
+                failed[k] += 1
+                continue
             latencies[k].append(time.perf_counter() - t0)
             if reply.get("status") == "erro":
                 errors[k] += 1
@@ -52,13 +67,16 @@ def run(frontend: str, clients: int, seconds: float, service: str = "publish") -
     cuts = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [nan] * 99
     return {
         "service": service, "clients": clients, "requests": len(lat), "errors": sum(errors),
+        "timeouts": sum(timeouts), "failed": sum(failed),
         "seconds": elapsed, "rate": len(lat) / elapsed,
         "p50_ms": cuts[49] * 1e3, "p90_ms": cuts[89] * 1e3, "p99_ms": cuts[98] * 1e3,
+        "max_ms": max(lat) * 1e3 if lat else nan,
         "mean_ms": statistics.fmean(lat) * 1e3 if lat else nan,
     }
 
 
 def line(r: dict) -> str:
     return (f"{r['service']:<8} clients={r['clients']:<3} requests={r['requests']:<6} "
-            f"errors={r['errors']:<3} rate={r['rate']:8.1f}/s  p50={r['p50_ms']:6.2f} ms  "
-            f"p90={r['p90_ms']:6.2f} ms  p99={r['p99_ms']:6.2f} ms")
+            f"errors={r['errors']:<3} timeouts={r['timeouts']:<3} failed={r['failed']:<3} "
+            f"rate={r['rate']:8.1f}/s  p50={r['p50_ms']:6.2f} ms  p90={r['p90_ms']:6.2f} ms  "
+            f"p99={r['p99_ms']:7.2f} ms")

@@ -124,8 +124,9 @@ class BoardServer(Replication, service.Service):
     def ready(self, value: bool) -> None:
         """Serving clients or not; the broker is told at once (catch-up sets this)."""
         self._ready = value
-        if self.frontend is not None:
-            self.frontend.set_ready(value)
+        tell = getattr(self.frontend, "set_ready", None)  # the worker link, not a plain ROUTER
+        if tell is not None:
+            tell(value)
 
     # -- start and stop --------------------------------------------------------------
 
