@@ -25,7 +25,7 @@ from bbd.loadbalance import Balancer, Settings
 
 log = Logger()
 
-TICK = 0.05  # seconds between expiry / re-send / heartbeat checks
+TICK = 0.1  # seconds between expiry / re-send / heartbeat checks
 BACKEND_HWM = 1000  # per server: a stopped server's queue stays bounded
 BATCH = 256  # messages taken from one socket before looking at the others
 
@@ -99,26 +99,26 @@ class BalancerService(service.Service):
         next_tick = clock()
         try:
             while True:
-                wait = max(0.0, next_tick - clock())
-                ready = dict(poller.poll(wait * 1000))
+                wait = max(1, int((next_tick - clock()) * 1000) + 1)
+                ready = [sock for sock, _ in poller.poll(wait)]
                 if ctrl in ready:
                     break
                 now = clock()
+                # A readable socket holds at least one message; take more while it says
+                # it has them (EVENTS), never paying for a failed non-blocking recv.
                 if back in ready:
                     for _ in range(BATCH):
-                        try:
-                            frames = back.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
+                        frames = back.recv_multipart()
                         core.worker_message(frames[0], frames[1:], now)
+                        if not back.get(zmq.EVENTS) & zmq.POLLIN:
+                            break
                 if front in ready:
                     for _ in range(BATCH):
-                        try:
-                            frames = front.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
+                        frames = front.recv_multipart()
                         if len(frames) >= 2:
                             core.client_request(frames[:-1], frames[-1], now)
+                        if not front.get(zmq.EVENTS) & zmq.POLLIN:
+                            break
                 if status is not None and status in ready:
                     self._answer_status(status, core, now)
                 if now >= next_tick:
