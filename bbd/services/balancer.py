@@ -29,6 +29,34 @@ TICK = 0.1  # seconds between expiry / re-send / heartbeat checks
 BACKEND_HWM = 1000  # per server: a stopped server's queue stays bounded
 BATCH = 256  # messages taken from one socket before looking at the others
 
+# Plain ints: pyzmq's multipart helpers combine enum flags per frame, which costs more than
+# the rest of the loop together.
+_SEND_MORE = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
+_SEND_LAST = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
+def send_frames(sock: zmq.Socket, frames: list[bytes]) -> None:
+    """A multipart send that never blocks; raises ZMQError (EAGAIN, EHOSTUNREACH) on the
+    first frame, before anything is queued."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        sock.send(frame, _SEND_MORE if i < last else _SEND_LAST)
+
+
+def recv_frames(sock: zmq.Socket) -> list[bytes]:
+    """One whole message from a socket the poller says is readable."""
+    frames = [sock.recv()]
+    while sock.get(_RCVMORE):
+        frames.append(sock.recv())
+    return frames
+
+
+def readable(sock: zmq.Socket) -> bool:
+    return bool(sock.get(_EVENTS) & _POLLIN)
+
 
 class BalancerService(service.Service):
     def __init__(self, frontend: str, backend: str, status: str | None, max_bytes: int,
@@ -108,16 +136,16 @@ class BalancerService(service.Service):
                 # it has them (EVENTS), never paying for a failed non-blocking recv.
                 if back in ready:
                     for _ in range(BATCH):
-                        frames = back.recv_multipart()
+                        frames = recv_frames(back)
                         core.worker_message(frames[0], frames[1:], now)
-                        if not back.get(zmq.EVENTS) & zmq.POLLIN:
+                        if not readable(back):
                             break
                 if front in ready:
                     for _ in range(BATCH):
-                        frames = front.recv_multipart()
+                        frames = recv_frames(front)
                         if len(frames) >= 2:
                             core.client_request(frames[:-1], frames[-1], now)
-                        if not front.get(zmq.EVENTS) & zmq.POLLIN:
+                        if not readable(front):
                             break
                 if status is not None and status in ready:
                     self._answer_status(status, core, now)
@@ -139,13 +167,13 @@ class BalancerService(service.Service):
             out, core.to_back = core.to_back, []
             for frames in out:
                 try:
-                    back.send_multipart(frames, zmq.NOBLOCK)
+                    send_frames(back, frames)
                 except zmq.ZMQError:  # EHOSTUNREACH (gone) or EAGAIN (queue full)
                     core.undeliverable(frames, now)
         if core.to_front:
             for frames in core.to_front:
                 try:
-                    front.send_multipart(frames, zmq.NOBLOCK)
+                    send_frames(front, frames)
                 except zmq.ZMQError:
                     pass  # the client is gone or not reading: it will retry
             core.to_front = []
