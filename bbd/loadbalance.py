@@ -61,7 +61,7 @@ class Settings:
     resend_after: float = 0.6  # an unanswered request goes to another worker after this
     give_up: float = 6.0  # a request this old is dropped (its client gave up long ago)
     warmup: float = 0.3  # a worker heard again after silence waits this long for work
-    forget_after: float = 10.0  # a worker silent this long leaves the table
+    forget_after: float = 60.0  # a worker silent this long leaves the table (and status)
     max_pending: int = 20_000
 
 
