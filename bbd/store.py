@@ -29,8 +29,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Readers see the old file or the new one, never a half-written one."""
+def write_json_atomic(path: Path, obj: Any) -> tuple[int, int, int]:
+    """Readers see the old file or the new one, never a half-written one. Returns the new
+    file's signature, taken before the rename (which keeps it): a stat after the rename
+    could already see a file someone else put there meanwhile."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:
@@ -38,11 +40,13 @@ def write_json_atomic(path: Path, obj: Any) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+            st = os.fstat(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -130,8 +134,7 @@ class DataFiles:
         with self._lock:
             for name in DATA_FILES:
                 path = self.directory / name
-                write_json_atomic(path, contents.get(name, []))
-                self._written[name] = _signature(path)
+                self._written[name] = write_json_atomic(path, contents.get(name, []))
 
     def changed_by_others(self) -> dict[str, Any]:
         """Files whose signature differs from our last write, parsed; unreadable ones are
