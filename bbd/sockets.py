@@ -104,9 +104,15 @@ class BrokerWorker(_Connection):
     ``heartbeat`` as its heartbeat, and keeps what the broker last said about it (routing
     to it or not, requests in flight) for the server's status. Requests arrive with the
     broker's request id as their one-frame envelope.
+
+    A heartbeat that comes more than PAUSE_GAP late means the process was stopped or
+    starved: it says BUSY for HOLD seconds first, time for the server to notice the pause
+    and start its catch-up (which keeps it BUSY) before the broker sends it work again.
     """
 
     socketType = zmq.DEALER
+    PAUSE_GAP = 1.0
+    HOLD = 0.5
 
     def __init__(self, factory: ZmqFactory, address: str,
                  on_request: Callable[[list[bytes], bytes], None], *, name: str, credit: int,
@@ -123,13 +129,25 @@ class BrokerWorker(_Connection):
         self.clock = clock
         self.ready = ready
         self.view: dict[str, Any] = {"routing": False, "in_flight": 0, "heard": None}
+        self._last_beat: float | None = None
+        self._hold_until = 0.0
         super().__init__(factory, [connect(address)], {zmq.MAXMSGSIZE: max_bytes})
-        self._beat = task.LoopingCall(self._send_state)
+        self._beat = task.LoopingCall(self._heartbeat)
         self._beat.clock = clock
         self._beat.start(heartbeat)
 
+    def _heartbeat(self) -> None:
+        now = self.clock.seconds()
+        if self._last_beat is not None and now - self._last_beat > self.PAUSE_GAP:
+            log.warn("no heartbeat to the broker for {gap:.1f} s (paused?): busy for a moment",
+                     gap=now - self._last_beat)
+            self._hold_until = now + self.HOLD
+        self._last_beat = now
+        self._send_state()
+
     def _send_state(self) -> None:
-        kind = self.lb.READY if self.ready else self.lb.BUSY
+        ready = self.ready and self.clock.seconds() >= self._hold_until
+        kind = self.lb.READY if ready else self.lb.BUSY
         self.send_parts([self.lb.PROTOCOL, kind, self.credit, self.name])
 
     def set_ready(self, ready: bool) -> None:

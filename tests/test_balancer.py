@@ -127,3 +127,20 @@ def test_broker_service_routes_answers_status_and_stops_at_once(zctx) -> None:
     again = zctx.socket(zmq.ROUTER)  # its ports are free again
     again.bind(front)
     again.close(0)
+
+
+@pytest_twisted.inlineCallbacks
+def test_worker_link_says_busy_for_a_moment_after_a_pause(factory, zctx) -> None:
+    from bbd import sockets
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    broker = zctx.socket(zmq.ROUTER)
+    broker.bind(address)
+    clock = task.Clock()
+    sockets.BrokerWorker(factory, address, lambda env, body: None, name="s", credit=1,
+                         clock=clock, heartbeat=0.25, ready=True, max_bytes=1024)
+    kinds = []
+    for step in (0.0, 3.0, 0.25, 0.3):  # start; a 3 s stop; within the hold; after it
+        clock.advance(step)
+        kinds.append((yield receive(broker))[2])
+    assert kinds == [lb.READY, lb.BUSY, lb.BUSY, lb.READY]
