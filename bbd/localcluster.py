@@ -19,7 +19,9 @@ from bbd.launcher import Daemon, Layout
 def _free_block(n: int) -> int:
     """A base port with ``n`` consecutive free ports after it."""
     for _ in range(200):
-        base = random.randrange(20000, 60000 - n)
+        # Below Linux's ephemeral range (32768+): a port found free there can be taken by
+        # any outgoing connection before the daemon binds it.
+        base = random.randrange(20000, 32768 - n)
         socks = []
         try:
             for p in range(base, base + n):
