@@ -65,6 +65,7 @@ def broker(root: Path, args: argparse.Namespace) -> None:
     n, timeout = args.broker_clients, 2.0
     running: dict[str, list[dict]] = {label: [] for label in clusters}
     hung: dict[str, dict] = {}
+    just_before: dict[str, dict] = {}
     after: dict[str, dict] = {}
     try:
         for c in clusters.values():
@@ -78,6 +79,10 @@ def broker(root: Path, args: argparse.Namespace) -> None:
                 print(f"round {r + 1} all running  {label:<18} {bench.line(out)}", flush=True)
         for label, c in clusters.items():
             victim = c.names()[-1]
+            # The machine's load drifts over a run: also compare with a measurement taken
+            # right before the stop.
+            just_before[label] = bench.run(c.frontend, n, args.seconds, timeout=timeout)
+            print(f"just before       {label:<18} {bench.line(just_before[label])}", flush=True)
             c.signal(victim, signal.SIGSTOP)
             try:
                 hung[label] = bench.run(c.frontend, n, args.hang, timeout=timeout)
@@ -105,7 +110,8 @@ def broker(root: Path, args: argparse.Namespace) -> None:
     relay, ready = clusters
     for label in clusters:
         print(f"  {label}: publish/s one stopped / all running "
-              f"{hung[label]['rate'] / med[label]['rate']:.2f}x")
+              f"{hung[label]['rate'] / med[label]['rate']:.2f}x (/ the measurement just "
+              f"before the stop: {hung[label]['rate'] / just_before[label]['rate']:.2f}x)")
     # Each round measures both back to back, so the ratio within a round sees the same
     # noise; the order alternates (the second of a pair runs a little slower), so over an
     # even number of rounds the geometric mean cancels that bias.
