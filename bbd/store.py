@@ -34,8 +34,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Readers see the old file or the new one, never a half-written one."""
+def write_json_atomic(path: Path, obj: Any) -> tuple[int, int, int]:
+    """Readers see the old file or the new one, never a half-written one. Returns the new
+    file's signature, taken before the rename (which keeps it): a stat after the rename
+    could already see a file someone else put there meanwhile."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:
@@ -43,11 +45,13 @@ def write_json_atomic(path: Path, obj: Any) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+            st = os.fstat(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -8,6 +8,7 @@ leave the client waiting: hence the single exit point here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -33,9 +34,11 @@ class Responder:
         self.clients = clients
 
     def handle(self, send: Callable[[bytes], None], body: bytes,
-               handlers: dict[str, Handler]) -> None:
+               handlers: dict[str, Handler], fallback_id: str | None = None) -> None:
         try:
             req = protocol.decode(body)
+            if fallback_id is not None:
+                req = dataclasses.replace(req, fallback_id=fallback_id)
             handler = handlers.get(req.service)
             if handler is None:
                 raise ProtocolError(f"unknown service {protocol.quote(req.service)}",
