@@ -143,7 +143,7 @@ class Replication:
         new: dict[str, Op] = {}
         for op in ops:
             self.lamport.observe(op.clock)
-            if op.id not in self.board.ops:
+            if not self.board.holds(op):
                 new[op.id] = op
         if not new:
             return 0, defer.succeed(None)
