@@ -124,6 +124,8 @@ class Journal:
                 data = rest + chunk
                 lines = data.split(b"\n")
                 rest = lines.pop()  # the start of a line that goes on in the next block
+                if not lines:
+                    continue
                 block = _parse_block(lines)
                 if block is not None:
                     if bad:  # good lines follow: the bad ones were damage in the middle

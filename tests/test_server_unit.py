@@ -159,3 +159,35 @@ def test_private_messages_take_from_and_to(tmp_path: Path) -> None:
     server._on_client([b"c"], request("history_messages", user="bia"))
     items = front.replies[-1][1]["messages"]
     assert [(m["from"], m["to"], m["message"]) for m in items] == [("ana", "bia", "oi")]
+
+
+def test_restore_replays_the_journal_and_skips_records_that_are_not_operations(
+        tmp_path: Path) -> None:
+    from twisted.logger import globalLogPublisher
+
+    from bbd.store import Journal
+
+    good = [Op("servidor-2", 1, 5, "login", 1.0, {"user": "ana"}),
+            Op("servidor-2", 2, 9, "channel", 2.0, {"channel": "geral"}, "r1"),
+            Op("servidor-1", 1, 12, "publish", 3.0,
+               {"user": "ana", "channel": "geral", "message": "oi"})]
+    journal = Journal(tmp_path)
+    journal.open()
+    journal.append([good[0].to_dict(), {**good[1].to_dict(), "seq": "2"}, good[1].to_dict()])
+    journal.append([{"not": "an operation"}, good[2].to_dict()])
+    journal.close()
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        server, _, _ = make_server(tmp_path)
+        server._restore()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    board = server.board
+    assert board.applied == 3 and board.vector == {"servidor-2": 2, "servidor-1": 1}
+    assert board.history("channel", "geral", 10, None)[0]["message"] == "oi"
+    assert board.by_rid("r1") == good[1] and board.next_seq == 2
+    assert server.lamport.value == 12
+    errors = [e.get("why") or e.get("n") for e in events if e.get("log_level").name == "error"]
+    assert len(errors) == 3 and errors[-1] == 2
+    assert all("not an operation" in why for why in errors[:2])
