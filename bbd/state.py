@@ -338,8 +338,11 @@ class Board:
         if op[3] == "channel":
             visible = self._compete(self.channel_winners, op[6], op)
         rid = op[5]
-        if rid is not None and not self._compete(self.rid_winners, rid, op):
-            visible = False
+        if rid is not None:
+            if rid not in self.rid_winners:  # the common case: a request id seen once
+                self.rid_winners[rid] = op
+            elif not self._compete(self.rid_winners, rid, op):
+                visible = False
         if visible:
             self._show(op)
         return True
@@ -413,12 +416,20 @@ class Board:
 
     def _show(self, op: Op) -> None:
         kind = op[3]
-        if kind == "publish":
-            self.posts.add(op)
+        if kind == "publish":  # most operations: _Sorted.add's append, inline
+            items = self.posts.items
+            if items and not items[-1] < op:
+                insort(items, op)
+            else:
+                items.append(op)
             posts = self.channel_posts.get(op[7])
             if posts is None:
                 posts = self.channel_posts[op[7]] = _Sorted()
-            posts.add(op)
+            items = posts.items
+            if items and not items[-1] < op:
+                insort(items, op)
+            else:
+                items.append(op)
         elif kind == "login":
             user = op[6]
             logins = self.user_logins.get(user)
