@@ -118,14 +118,18 @@ class Journal:
         damaged: list[tuple[int, int]] = []
         aside: list[tuple[int, bytes]] = []
         offset = 0  # of the first byte not yet scanned
-        rest = b""
+        # A line begun in earlier blocks, joined once it ends: a long garbage tail without
+        # newlines costs no quadratic copying.
+        pieces: list[bytes] = []
         with self.path.open("rb") as f:
             while chunk := f.read(_BLOCK):
-                data = rest + chunk
+                pieces.append(chunk)
+                if b"\n" not in chunk:
+                    continue
+                data = b"".join(pieces)
                 lines = data.split(b"\n")
                 rest = lines.pop()  # the start of a line that goes on in the next block
-                if not lines:
-                    continue
+                pieces = [rest] if rest else []
                 block = _parse_block(lines)
                 if block is not None:
                     if bad:  # good lines follow: the bad ones were damage in the middle
@@ -149,8 +153,8 @@ class Journal:
                         good.append(record)
                     offset += len(full)
                 take(good)
-        if rest:  # a last line without its newline: torn
-            bad.append((offset, rest))
+        if pieces:  # a last line without its newline: torn
+            bad.append((offset, b"".join(pieces)))
         size = self.path.stat().st_size
         torn = size - (bad[0][0] if bad else size)
         if damaged:

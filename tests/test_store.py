@@ -357,3 +357,15 @@ def test_a_write_in_progress_is_not_taken_for_someone_elses(
     writer.join(5)
     checker.join(5)
     assert seen == [{}]
+
+
+def test_a_long_tail_without_newlines_is_cut_in_one_piece(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_journal(tmp_path, RECORDS)
+    path = tmp_path / store.JOURNAL
+    raw = path.read_bytes()
+    path.write_bytes(raw + b"\x00" * 5000)
+    monkeypatch.setattr(store, "_BLOCK", 64)
+    loaded = Journal(tmp_path).load()
+    assert loaded == Loaded(RECORDS, torn=5000)
+    assert path.read_bytes() == raw
