@@ -1,6 +1,7 @@
 """Memory and start-up of the board, before and after, side by side in one run.
 
     python -m bbd.memorybench [--before REF] [--posts N] [--replay N] [--gap-history N]
+                              [--catch-up N] [--only rss gap catchup replay]
 
 Each figure is taken in a fresh process (``--worker``, this file run as a script with the
 code under test first on its path), once for the code at ``REF`` (by default the commit
@@ -15,6 +16,8 @@ once for this checkout:
   the steadier figure), the RSS it leaves and its peak.
 - ``missing_for`` answering a peer that lacks the last 10 operations of one origin, with
   ``--gap-history`` operations held (the best of several batches of calls).
+- A new empty board catching up with one of ``--catch-up`` posts through ``missing_for``
+  pages, MessagePack and ``Op.from_dict`` (no network, no journal).
 
 Figures are machine- and load-dependent; the ratio column, from one run, is what compares.
 """
@@ -161,7 +164,33 @@ def work_gap(n: int) -> dict[str, float]:
     return {"gap_ms": best * 1000}
 
 
-WORK = {"rss": work_rss, "replay": work_replay, "gap": work_gap}
+def work_catchup(n: int) -> dict[str, float]:
+    """A new empty board catching up with one that holds ``n`` posts, page by page as
+    ``pull`` does it (the pages through MessagePack, each operation validated like any
+    from a peer), without the network and the journal."""
+    import msgpack
+
+    from bbd.state import Board, Op
+
+    source, _ = _fill(n)
+    target = Board("servidor-9")
+    began, cpu = time.perf_counter(), time.process_time()
+    after = None
+    while True:
+        ops, more = source.missing_for(target.vector, 5000, after)
+        page = msgpack.unpackb(msgpack.packb({"ops": [op.to_dict() for op in ops]}))
+        taken = [Op.from_dict(d) for d in page["ops"]]
+        for op in taken:
+            target.apply(op)
+        if not more or not taken:
+            break
+        after = (taken[-1].origin, taken[-1].seq)
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
+    assert len(target.posts) == n
+    return {"catchup_s": seconds, "catchup_cpu_s": cpu}
+
+
+WORK = {"rss": work_rss, "replay": work_replay, "gap": work_gap, "catchup": work_catchup}
 
 
 # -- in the driver ---------------------------------------------------------------------
@@ -222,6 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--replay", type=int, default=1_000_000, help="posts in the journal")
     p.add_argument("--gap-history", type=int, default=100_000,
                    help="operations held when missing_for answers a 10-operation gap")
+    p.add_argument("--catch-up", type=int, default=200_000,
+                   help="posts a new empty board catches up with")
+    p.add_argument("--only", nargs="+", choices=sorted(WORK), default=sorted(WORK),
+                   help="the figures to take (default: all)")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -236,12 +269,15 @@ def main(argv: list[str] | None = None) -> None:
         trees = {"before": extract(ref, Path(tmp)), "after": ROOT}
         journal = Path(tmp) / "journal"
         journal.mkdir()
-        print(f"writing a journal of {a.replay:,} posts ...", flush=True)
-        write_journal(journal, a.replay)
+        if "replay" in a.only:
+            print(f"writing a journal of {a.replay:,} posts ...", flush=True)
+            write_journal(journal, a.replay)
         results: dict[str, dict[str, float]] = {"before": {}, "after": {}}
         # Alternating, so that a change of load on the machine hits both sides alike.
         for work, args in (("rss", (a.posts,)), ("gap", (a.gap_history,)),
-                           ("replay", (journal, a.replay))):
+                           ("catchup", (a.catch_up,)), ("replay", (journal, a.replay))):
+            if work not in a.only:
+                continue
             for side in ("before", "after"):
                 print(f"  {work} ({side}) ...", flush=True)
                 results[side].update(run_worker(trees[side], work, *args))
@@ -252,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         ("  RSS per post after the replay", "replay_rss_per_post", "{:,.0f} B"),
         ("  peak RSS during the replay", "replay_peak_mb", "{:,.0f} MB"),
         (f"missing_for, 10-op gap, {a.gap_history:,} held", "gap_ms", "{:,.3f} ms"),
+        (f"catch-up of {a.catch_up:,} posts, wall", "catchup_s", "{:,.1f} s"),
+        ("  CPU time of the catch-up", "catchup_cpu_s", "{:,.1f} s"),
     ]
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
@@ -260,6 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| {'figure':<48} | {'before':>12} | {'after':>12} | after/before |")
     print(f"|{'-' * 50}|{'-' * 14}|{'-' * 14}|--------------|")
     for label, key, fmt in rows:
+        if key not in results["after"]:
+            continue
         b, f_ = results["before"][key], results["after"][key]
         print(f"| {label:<48} | {fmt.format(b):>12} | {fmt.format(f_):>12} | "
               f"{f_ / b:>11.3f}x |")
