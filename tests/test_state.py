@@ -689,3 +689,20 @@ def test_replay_applies_the_good_records_and_says_why_it_refused_the_others() ->
     assert len(refused) == 2 and all("not an operation" in why for why in refused)
     assert b.snapshot() == board_of(ops).snapshot()
     assert b.replay([]) == (0, [])
+
+
+def test_names_remembered_as_valid_change_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bbd import state
+
+    monkeypatch.setattr(state, "_GOOD_NAMES", set())
+    monkeypatch.setattr(state, "_GOOD_NAMES_MAX", 3)
+    evil = "evil\u202euser"
+    for _ in range(2):
+        Op.from_dict(GOOD)  # s1, ana and g remembered
+        with pytest.raises(ValueError, match="control characters"):
+            Op.from_dict({**GOOD, "fields": {**GOOD["fields"], "user": evil}})
+        with pytest.raises(ValueError, match="reserved"):
+            Op.from_dict({**GOOD, "origin": "servers"})
+    assert evil not in state._GOOD_NAMES and "servers" not in state._GOOD_NAMES
+    Op.from_dict({**GOOD, "fields": {**GOOD["fields"], "user": "bia"}})
+    assert len(state._GOOD_NAMES) <= 3  # bounded: emptied when full
