@@ -58,6 +58,10 @@ class Op(_OpTuple):
         return tuple.__new__(cls, (clock, _intern(origin), seq, _intern(kind), timestamp, rid,
                                    *values, *_PAD[kind]))
 
+    def __reduce__(self) -> tuple[Any, tuple[tuple[Any, ...]]]:
+        # Copied and pickled as the tuple it is (``__new__`` takes the fields as a dict).
+        return _op_of_items, (tuple(self),)
+
     @property
     def id(self) -> str:
         return f"{self[1]}:{self[2]}"
@@ -161,6 +165,10 @@ class Op(_OpTuple):
 
 
 _KIND = {kind: _intern(kind) for kind in _REQUIRED}
+
+
+def _op_of_items(items: tuple[Any, ...]) -> Op:
+    return tuple.__new__(Op, items)
 
 # Names that passed ``name_problem`` (whose answer depends on the name alone): the same few
 # users, channels and origins come in every operation, and checking them character by

@@ -706,3 +706,12 @@ def test_names_remembered_as_valid_change_no_answer(monkeypatch: pytest.MonkeyPa
     assert evil not in state._GOOD_NAMES and "servers" not in state._GOOD_NAMES
     Op.from_dict({**GOOD, "fields": {**GOOD["fields"], "user": "bia"}})
     assert len(state._GOOD_NAMES) <= 3  # bounded: emptied when full
+
+
+def test_operations_survive_copy_and_pickle() -> None:
+    import copy
+    import pickle
+
+    for op in workload(6)[:10]:
+        for again in (copy.copy(op), copy.deepcopy(op), pickle.loads(pickle.dumps(op))):
+            assert type(again) is Op and again == op and again.fields == op.fields
