@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bbd.state import Board, Op, OrderKey, _login_entry, _Sorted, entry
+from bbd.state import Board, Op, _login_entry, _Sorted, entry
 
 DATA_FILES = ("usuarios.json", "canais.json", "publicacoes.json", "mensagens.json")
 RING = 3
@@ -218,20 +218,20 @@ def _slice(board: Board, name: str, lo: int) -> list[Any]:
     items = VIEWS[name](board).items[lo:]
     if name == "usuarios.json":
         logins = board.user_logins
-        return [logins[op.fields["user"]].items[:] for _, op in items]
+        return [logins[op.fields["user"]].items[:] for op in items]
     return items
 
 
 def render_lines(name: str, items: list[Any]) -> list[bytes]:
     if name == "usuarios.json":
         return [line(user_entry(logins)) for logins in items]
-    return [line(entry(op, rid=True)) for _, op in items]
+    return [line(entry(op, rid=True)) for op in items]
 
 
-def user_entry(logins: list[tuple[OrderKey, Op]]) -> dict[str, Any]:
-    return {"user": logins[0][1].fields["user"],
-            "logins": [op.timestamp for _, op in logins],
-            "login_ops": [_login_entry(op) for _, op in logins]}
+def user_entry(logins: list[Op]) -> dict[str, Any]:
+    return {"user": logins[0].fields["user"],
+            "logins": [op.timestamp for op in logins],
+            "login_ops": [_login_entry(op) for op in logins]}
 
 
 @dataclass(frozen=True)

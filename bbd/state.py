@@ -17,56 +17,93 @@ Pure: no clock, no I/O. Time and Lamport stamps come in as arguments.
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import namedtuple
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from bbd.protocol import MAX_ID, is_count, name_problem, quote, text_problem
+from bbd.protocol import MAX_CLOCK, MAX_ID, is_count, name_problem, quote, text_problem
 
 OrderKey = tuple[int, str, int]
 
+_REQUIRED = {"login": ("user",), "channel": ("channel",),
+             "publish": ("user", "channel", "message"), "message": ("src", "dst", "message")}
+# Field values that are names, shared by many operations: interned, stored once.
+_NAMES = {"user", "channel", "src", "dst"}
+_INTERNED = {kind: tuple(name in _NAMES for name in names) for kind, names in _REQUIRED.items()}
+_PAD = {kind: (None,) * (3 - len(names)) for kind, names in _REQUIRED.items()}
+_intern = sys.intern
 
-@dataclass(frozen=True, slots=True)
-class Op:
-    origin: str
-    seq: int
-    clock: int
-    kind: str
-    timestamp: float
-    fields: dict[str, str]
-    rid: str | None = None
+# A tuple whose first items are the total order (clock, origin, seq): sorting, bisecting
+# and comparing operations happen in C, with no order tuple kept per operation. The field
+# values are stored inline (f1..f3, in _REQUIRED's order), not in a dict per operation.
+_OpTuple = namedtuple("_OpTuple", "clock origin seq kind timestamp rid f1 f2 f3")
+
+
+class Op(_OpTuple):
+    """One operation: immutable, about 112 bytes plus its strings. Two distinct operations
+    compare by their place in the total order; equal ones are the same write."""
+
+    __slots__ = ()
+
+    def __new__(cls, origin: str, seq: int, clock: int, kind: str, timestamp: float,
+                fields: Mapping[str, str], rid: str | None = None) -> Op:
+        names = _REQUIRED.get(kind)
+        if names is None:
+            raise ValueError(f"unknown operation kind {_short(kind)}")
+        values = tuple(_intern(fields[n]) if interned else fields[n]
+                       for n, interned in zip(names, _INTERNED[kind], strict=True))
+        return tuple.__new__(cls, (clock, _intern(origin), seq, _intern(kind), timestamp, rid,
+                                   *values, *_PAD[kind]))
+
+    def __reduce__(self) -> tuple[Any, tuple[tuple[Any, ...]]]:
+        # Copied and pickled as the tuple it is (``__new__`` takes the fields as a dict).
+        return _op_of_items, (tuple(self),)
 
     @property
     def id(self) -> str:
-        return f"{self.origin}:{self.seq}"
+        return f"{self[1]}:{self[2]}"
 
     @property
     def order(self) -> OrderKey:
-        return (self.clock, self.origin, self.seq)
+        return self[:3]  # type: ignore[return-value]
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """A new dict each time: the operation itself cannot be changed through it."""
+        names = _REQUIRED[self[3]]
+        if len(names) == 1:
+            return {names[0]: self[6]}
+        return {names[0]: self[6], names[1]: self[7], names[2]: self[8]}
 
     def keys(self) -> list[str]:
-        """The uniqueness keys this operation competes for."""
+        """The uniqueness keys this operation competes for (as names: ``channel:x``)."""
         keys = []
-        if self.kind == "channel":
-            keys.append("channel:" + self.fields["channel"])
-        if self.rid is not None:
-            keys.append("rid:" + self.rid)
+        if self[3] == "channel":
+            keys.append("channel:" + self[6])
+        if self[5] is not None:
+            keys.append("rid:" + self[5])
         return keys
+
+    def __repr__(self) -> str:
+        return (f"Op({self.origin!r}, {self.seq}, {self.clock}, {self.kind!r}, "
+                f"{self.timestamp!r}, {self.fields!r}, {self.rid!r})")
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "origin": self.origin, "seq": self.seq, "clock": self.clock,
-            "kind": self.kind, "timestamp": self.timestamp, "fields": self.fields,
+            "origin": self[1], "seq": self[2], "clock": self[0],
+            "kind": self[3], "timestamp": self[4], "fields": self.fields,
         }
-        if self.rid is not None:
-            d["rid"] = self.rid
+        if self[5] is not None:
+            d["rid"] = self[5]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Op:
-        """Rebuild an operation from the journal or a peer; ValueError if malformed (a
-        wrong type is refused, never coerced)."""
+        """Rebuild an operation from a peer or a file; ValueError if malformed (a wrong
+        type is refused, never coerced)."""
         try:
             origin, seq, clock, kind = d["origin"], d["seq"], d["clock"], d["kind"]
             timestamp, fields, rid = d["timestamp"], d["fields"], d.get("rid")
@@ -78,7 +115,7 @@ class Op:
                 and math.isfinite(timestamp)
                 and (rid is None or isinstance(rid, str) and 0 < len(rid) <= MAX_ID)):
             raise ValueError("malformed operation: wrong field types or values out of range")
-        problem = name_problem(origin, "origin")
+        problem = _name_problem(origin, "origin")
         if problem:
             raise ValueError(f"malformed operation: {problem}")
         required = _REQUIRED.get(kind)
@@ -88,14 +125,68 @@ class Op:
         # Checked like a client's request: a peer (or a forger) gets no further than one.
         for name, value in fields.items():
             problem = (text_problem(value, name) if name == "message"
-                       else name_problem(value, name))
+                       else _name_problem(value, name))
             if problem:
                 raise ValueError(f"malformed operation {origin}:{seq}: {problem}")
-        return cls(origin, seq, clock, kind, float(timestamp), dict(fields), rid)
+        return cls(origin, seq, clock, kind, float(timestamp), fields, rid)
+
+    @classmethod
+    def from_journal(cls, d: Any) -> Op:
+        """Rebuild an operation from this server's own journal. Every record there passed
+        ``from_dict`` before it was written, and its line is CRC-checked, so the names and
+        texts are not validated again (that is most of the cost of a start): only the
+        types and ranges are, so that a record that is not an operation is refused with
+        ValueError and can never break the board or the start."""
+        try:
+            kind, fields = d["kind"], d["fields"]
+            names = _REQUIRED[kind]
+            origin, seq, clock, timestamp, rid = (d["origin"], d["seq"], d["clock"],
+                                                  d["timestamp"], d.get("rid"))
+            if len(names) == 3:
+                f1, f2, f3 = fields[names[0]], fields[names[1]], fields[names[2]]
+            else:
+                f1, f2, f3 = fields[names[0]], "-", "-"
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError("not an operation: missing or misshapen fields") from None
+        tt = type(timestamp)
+        if not (type(origin) is str and origin and type(seq) is int and 1 <= seq <= MAX_CLOCK
+                and type(clock) is int and 0 <= clock <= MAX_CLOCK
+                and (tt is float and math.isfinite(timestamp) or tt is int)
+                and (rid is None or type(rid) is str and rid) and len(fields) == len(names)
+                and type(f1) is str and f1 and type(f2) is str and f2 and type(f3) is str and f3):
+            raise ValueError(f"not an operation: wrong types or values out of range in "
+                             f"{_short(origin)}:{seq!r}")
+        if len(names) == 3:  # publish and message: two names, then the text
+            f2 = _intern(f2)
+        else:
+            f2 = f3 = None
+        return tuple.__new__(cls, (clock, _intern(origin), seq, _KIND[kind], float(timestamp),
+                                   rid, _intern(f1), f2, f3))
 
 
-_REQUIRED = {"login": ("user",), "channel": ("channel",),
-             "publish": ("user", "channel", "message"), "message": ("src", "dst", "message")}
+_KIND = {kind: _intern(kind) for kind in _REQUIRED}
+
+
+def _op_of_items(items: tuple[Any, ...]) -> Op:
+    return tuple.__new__(Op, items)
+
+# Names that passed ``name_problem`` (whose answer depends on the name alone): the same few
+# users, channels and origins come in every operation, and checking them character by
+# character was most of the cost of taking an operation from a peer. Bounded: a peer
+# sending endless new names only empties it.
+_GOOD_NAMES: set[str] = set()
+_GOOD_NAMES_MAX = 65536
+
+
+def _name_problem(value: Any, what: str) -> str | None:
+    if type(value) is str and value in _GOOD_NAMES:
+        return None
+    problem = name_problem(value, what)
+    if problem is None and type(value) is str:
+        if len(_GOOD_NAMES) >= _GOOD_NAMES_MAX:
+            _GOOD_NAMES.clear()
+        _GOOD_NAMES.add(value)
+    return problem
 
 
 def _short(value: Any) -> str:
@@ -109,39 +200,42 @@ def parse_op_id(op_id: str) -> tuple[str, int]:
     return origin, int(seq)
 
 
-def _order(item: tuple[OrderKey, Op]) -> OrderKey:
-    return item[0]
-
-
-@dataclass
 class _Sorted:
-    """A list kept sorted by operation order (bisect; cheap for the append-mostly case).
+    """Operations kept sorted by their order (bisect in C: operations compare by order;
+    appending is the common case).
 
     ``changed_from`` is a low-water mark: the lowest index whose item changed since the
     last ``take_changed``, so that the data files rewrite only from there on."""
 
-    items: list[tuple[OrderKey, Op]] = field(default_factory=list)
-    changed_from: int = 0
+    __slots__ = ("items", "changed_from")
+
+    def __init__(self) -> None:
+        self.items: list[Op] = []
+        self.changed_from = 0
 
     def add(self, op: Op) -> None:
-        item = (op.order, op)
-        if not self.items or self.items[-1][0] < op.order:
-            self._changed(len(self.items))
-            self.items.append(item)
+        items = self.items
+        if not items or items[-1] < op:
+            self._changed(len(items))
+            items.append(op)
         else:
-            i = bisect_left(self.items, op.order, key=_order)
+            i = bisect_left(items, op)
             self._changed(i)
-            self.items.insert(i, item)
+            items.insert(i, op)
 
     def remove(self, op: Op) -> None:
-        i = bisect_left(self.items, op.order, key=_order)
-        if i < len(self.items) and self.items[i][1] is op:
+        items = self.items
+        i = bisect_left(items, op)
+        if i < len(items) and items[i] is op:
             self._changed(i)
-            del self.items[i]
+            del items[i]
+
+    def first(self) -> Op | None:
+        return self.items[0] if self.items else None
 
     def touch(self, op: Op) -> None:
         """Mark the item of ``op`` changed (its entry shows more than the op itself)."""
-        self._changed(bisect_left(self.items, op.order, key=_order))
+        self._changed(bisect_left(self.items, op))
 
     def _changed(self, i: int) -> None:
         if i < self.changed_from:
@@ -157,18 +251,71 @@ class _Sorted:
         return len(self.items)
 
     def __iter__(self) -> Iterator[Op]:
-        return (op for _, op in self.items)
+        return iter(self.items)
+
+
+class _Held(Mapping[str, Op]):
+    """The operations a board holds, by id ("origin:seq"), read from its per-origin logs
+    (no dict of id strings is kept)."""
+
+    __slots__ = ("_board",)
+
+    def __init__(self, board: Board) -> None:
+        self._board = board
+
+    def __getitem__(self, op_id: str) -> Op:
+        try:
+            origin, seq = parse_op_id(op_id)
+        except (ValueError, AttributeError):
+            raise KeyError(op_id) from None
+        op = self._board.get(origin, seq)
+        if op is None:
+            raise KeyError(op_id)
+        return op
+
+    def __iter__(self) -> Iterator[str]:
+        for op in self._board.held():
+            yield op.id
+
+    def __len__(self) -> int:
+        return self._board.applied
+
+
+class _Winners(Mapping[str, Op]):
+    """The uniqueness winners under their key names (``channel:x``, ``rid:y``), read from
+    the two dicts the board keeps by plain channel name and request id."""
+
+    __slots__ = ("_board",)
+
+    def __init__(self, board: Board) -> None:
+        self._board = board
+
+    def __getitem__(self, key: str) -> Op:
+        kind, _, name = key.partition(":")
+        table = {"channel": self._board.channel_winners, "rid": self._board.rid_winners}
+        return table[kind][name] if kind in table else {}[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from ("channel:" + name for name in self._board.channel_winners)
+        yield from ("rid:" + rid for rid in self._board.rid_winners)
+
+    def __len__(self) -> int:
+        return len(self._board.channel_winners) + len(self._board.rid_winners)
 
 
 class Board:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.ops: dict[str, Op] = {}
-        self.winners: dict[str, Op] = {}  # uniqueness key -> least op holding it
+        # Uniqueness winners: the least operation holding a channel name / a request id.
+        self.channel_winners: dict[str, Op] = {}
+        self.rid_winners: dict[str, Op] = {}
         # Version vector: per origin, the highest sequence held with no gap below it.
         self.vector: dict[str, int] = {}
-        self._beyond: dict[str, set[int]] = {}  # held sequences above the vector
-        self._by_origin: dict[str, dict[int, Op]] = {}
+        # Per origin, the operations of sequences 1..vector[origin], at index seq - 1, and
+        # those held above a gap (rare and transient: a peer's batch arriving out of order,
+        # damage in the journal), by sequence.
+        self._dense: dict[str, list[Op]] = {}
+        self._beyond: dict[str, dict[int, Op]] = {}
         self.next_seq = 1
         # Derived, visible views.
         self.user_logins: dict[str, _Sorted] = {}
@@ -178,8 +325,35 @@ class Board:
         self.posts = _Sorted()
         self.user_messages: dict[str, _Sorted] = {}
         self.messages = _Sorted()
-        self._shown: set[str] = set()
         self.applied = 0
+
+    @property
+    def ops(self) -> _Held:
+        """Every held operation by id (a read-only view)."""
+        return _Held(self)
+
+    @property
+    def winners(self) -> _Winners:
+        """Uniqueness winners by key name (a read-only view)."""
+        return _Winners(self)
+
+    def get(self, origin: str, seq: int) -> Op | None:
+        dense = self._dense.get(origin)
+        if dense is None:
+            return None
+        if 1 <= seq <= len(dense):
+            return dense[seq - 1]
+        beyond = self._beyond.get(origin)
+        return beyond.get(seq) if beyond else None
+
+    def holds(self, op: Op) -> bool:
+        """Whether an operation with ``op``'s id is held."""
+        return self.get(op[1], op[2]) is not None
+
+    def held(self) -> Iterator[Op]:
+        for origin, dense in self._dense.items():
+            yield from dense
+            yield from self._beyond.get(origin, {}).values()
 
     # -- writing ---------------------------------------------------------------------
 
@@ -202,122 +376,172 @@ class Board:
     def propose(self, kind: str, fields: dict[str, str], *, clock: int, timestamp: float,
                 rid: str | None = None) -> Op:
         """A new operation of this board's own origin (not yet applied)."""
-        op = Op(self.name, self.next_seq, clock, kind, timestamp, dict(fields), rid)
+        op = Op(self.name, self.next_seq, clock, kind, timestamp, fields, rid)
         self.next_seq += 1
         return op
 
     def apply(self, op: Op) -> bool:
         """Add an operation to the set; False if it was already there."""
-        if op.id in self.ops:
+        if not self._track(op):
             return False
-        self.ops[op.id] = op
         self.applied += 1
-        self._track(op)
         visible = True
-        for key in op.keys():
-            holder = self.winners.get(key)
-            if holder is None or op.order < holder.order:
-                self.winners[key] = op
-                if holder is not None:
-                    self._hide(holder)
-            else:
+        if op[3] == "channel":
+            visible = self._compete(self.channel_winners, op[6], op)
+        rid = op[5]
+        if rid is not None:
+            if rid not in self.rid_winners:  # the common case: a request id seen once
+                self.rid_winners[rid] = op
+            elif not self._compete(self.rid_winners, rid, op):
                 visible = False
         if visible:
             self._show(op)
         return True
 
-    def _track(self, op: Op) -> None:
-        self._by_origin.setdefault(op.origin, {})[op.seq] = op
-        if op.origin == self.name and op.seq >= self.next_seq:
-            self.next_seq = op.seq + 1
-        top = self.vector.get(op.origin, 0)
-        if op.seq <= top:
-            return
-        beyond = self._beyond.setdefault(op.origin, set())
-        beyond.add(op.seq)
-        while top + 1 in beyond:
-            top += 1
-            beyond.discard(top)
-        self.vector[op.origin] = top
+    def replay(self, records: Iterable[Any]) -> tuple[int, list[str]]:
+        """Apply journal records (see ``Op.from_journal``): the highest Lamport clock
+        among them, and why each refused record was refused."""
+        top = 0
+        refused: list[str] = []
+        apply, make = self.apply, Op.from_journal
+        for record in records:
+            try:
+                op = make(record)
+            except ValueError as e:
+                refused.append(str(e))
+                continue
+            apply(op)
+            if op[0] > top:
+                top = op[0]
+        return top, refused
+
+    def _track(self, op: Op) -> bool:
+        """Record ``op`` in its origin's log and the vector; False if already held."""
+        origin, seq = op[1], op[2]
+        dense = self._dense.get(origin)
+        if dense is None:
+            dense = self._dense[origin] = []
+            self.vector[origin] = 0
+        top = len(dense)
+        if seq <= top:
+            return False
+        if seq == top + 1:
+            dense.append(op)
+            beyond = self._beyond.get(origin)
+            if beyond:
+                nxt = beyond.pop(seq + 1, None)
+                while nxt is not None:
+                    dense.append(nxt)
+                    nxt = beyond.pop(nxt[2] + 1, None)
+                if not beyond:
+                    del self._beyond[origin]
+            self.vector[origin] = len(dense)
+        else:
+            beyond = self._beyond.setdefault(origin, {})
+            if seq in beyond:
+                return False
+            beyond[seq] = op
+        if origin == self.name and seq >= self.next_seq:
+            self.next_seq = seq + 1
+        return True
+
+    def _compete(self, winners: dict[str, Op], key: str, op: Op) -> bool:
+        """Enter ``op`` for ``key``; whether it holds the key now. A displaced holder that
+        was visible is hidden."""
+        holder = winners.get(key)
+        if holder is None:
+            winners[key] = op
+            return True
+        if op < holder:  # distinct ids: decided by (clock, origin, seq)
+            shown = self.visible(holder)
+            winners[key] = op
+            if shown:
+                self._hide(holder)
+            return True
+        return False
 
     def visible(self, op: Op) -> bool:
-        return all(self.winners.get(k) is op for k in op.keys())
+        if op[3] == "channel" and self.channel_winners.get(op[6]) is not op:
+            return False
+        return op[5] is None or self.rid_winners.get(op[5]) is op
 
     def _show(self, op: Op) -> None:
-        self._shown.add(op.id)
-        f = op.fields
-        if op.kind == "login":
-            logins = self.user_logins.get(f["user"])
+        kind = op[3]
+        if kind == "publish":
+            self.posts.add(op)
+            posts = self.channel_posts.get(op[7])
+            if posts is None:
+                posts = self.channel_posts[op[7]] = _Sorted()
+            posts.add(op)
+        elif kind == "login":
+            user = op[6]
+            logins = self.user_logins.get(user)
             if logins is None:
-                logins = self.user_logins[f["user"]] = _Sorted()
-            first = next(iter(logins), None)
+                logins = self.user_logins[user] = _Sorted()
+            first = logins.first()
             logins.add(op)
-            if first is None or op.order < first.order:
+            if first is None or op < first:
                 if first is not None:
                     self.users_order.remove(first)
                 self.users_order.add(op)
             else:
                 self.users_order.touch(first)  # the user's entry lists one more login
-        elif op.kind == "channel":
+        elif kind == "channel":
             self.channels.add(op)
-        elif op.kind == "publish":
-            self.posts.add(op)
-            self.channel_posts.setdefault(f["channel"], _Sorted()).add(op)
-        elif op.kind == "message":
+        elif kind == "message":
             self.messages.add(op)
-            for user in {f["src"], f["dst"]}:
+            for user in {op[6], op[7]}:
                 self.user_messages.setdefault(user, _Sorted()).add(op)
 
     def _hide(self, op: Op) -> None:
         """Undo ``_show`` for an op that just lost a key to an earlier competitor."""
-        if op.id not in self._shown:
-            return
-        self._shown.discard(op.id)
-        f = op.fields
-        if op.kind == "login":
-            logins = self.user_logins[f["user"]]
-            first = next(iter(logins))
+        kind = op[3]
+        if kind == "login":
+            user = op[6]
+            logins = self.user_logins[user]
+            first = logins.first()
             logins.remove(op)
             if first is op:
                 self.users_order.remove(op)
-                nxt = next(iter(logins), None)
+                nxt = logins.first()
                 if nxt is None:
-                    del self.user_logins[f["user"]]
+                    del self.user_logins[user]
                 else:
                     self.users_order.add(nxt)
             else:
                 self.users_order.touch(first)
-        elif op.kind == "channel":
+        elif kind == "channel":
             self.channels.remove(op)
-        elif op.kind == "publish":
+        elif kind == "publish":
             self.posts.remove(op)
-            self.channel_posts[f["channel"]].remove(op)
-        elif op.kind == "message":
+            self.channel_posts[op[7]].remove(op)
+        elif kind == "message":
             self.messages.remove(op)
-            for user in {f["src"], f["dst"]}:
+            for user in {op[6], op[7]}:
                 self.user_messages[user].remove(op)
 
     # -- results and replication -----------------------------------------------------
 
     def by_rid(self, rid: str) -> Op | None:
-        return self.winners.get("rid:" + rid)
+        return self.rid_winners.get(rid)
 
     def outcome(self, op: Op) -> str | None:
         """None if ``op`` took effect, else why not (the client's ``erro`` text).
         A request-id loser answers as its winner did."""
         if op.rid is not None:
-            winner = self.winners.get("rid:" + op.rid)
+            winner = self.rid_winners.get(op.rid)
             if winner is not None and winner is not op:
                 op = winner
-        if op.kind == "channel" and self.winners.get("channel:" + op.fields["channel"]) is not op:
+        if op.kind == "channel" and self.channel_winners.get(op.f1) is not op:
             return "channel already exists"
         return None
 
     def competitors(self, op: Op) -> list[Op]:
         """Operations held here that beat ``op`` on one of its keys (sent back in acks)."""
         out = []
-        for key in op.keys():
-            holder = self.winners.get(key)
+        for winners, key in ((self.channel_winners, op.f1 if op.kind == "channel" else None),
+                             (self.rid_winners, op.rid)):
+            holder = winners.get(key) if key is not None else None
             if holder is not None and holder is not op and holder.order < op.order:
                 out.append(holder)
         return out
@@ -327,36 +551,44 @@ class Board:
         """Operations a peer with ``vector`` lacks, in (origin, seq) order, starting past
         the cursor ``after`` (the last one of the previous page); the bool says whether
         more remain beyond ``limit``. The cursor lets a peer page past operations it
-        already holds beyond a gap, instead of being sent the same page again."""
+        already holds beyond a gap, instead of being sent the same page again. The cost
+        is that of the page (plus the operations held above gaps), not of the history."""
         out: list[Op] = []
-        for origin in sorted(self._by_origin):
+        for origin in sorted(self._dense):
             if after is not None and origin < after[0]:
                 continue
             floor = vector.get(origin, 0)
             if after is not None and origin == after[0]:
                 floor = max(floor, after[1])
-            held = self._by_origin[origin]
-            if self.vector.get(origin, 0) <= floor and not self._beyond.get(origin):
-                continue
-            for seq in sorted(s for s in held if s > floor):
+            dense = self._dense[origin]
+            if floor < len(dense):
                 if len(out) >= limit:
                     return out, True
-                out.append(held[seq])
+                room = limit - len(out)
+                out.extend(dense[floor:floor + room])
+                if len(dense) - floor > room:
+                    return out, True
+            beyond = self._beyond.get(origin)
+            if beyond:
+                for seq in sorted(s for s in beyond if s > floor):
+                    if len(out) >= limit:
+                        return out, True
+                    out.append(beyond[seq])
         return out, False
 
     # -- reading ---------------------------------------------------------------------
 
     def has_channel(self, name: str) -> bool:
-        return ("channel:" + name) in self.winners
+        return name in self.channel_winners
 
     def has_user(self, name: str) -> bool:
         return name in self.user_logins
 
     def user_list(self) -> list[str]:
-        return [op.fields["user"] for op in self.users_order]
+        return [op.f1 for op in self.users_order]
 
     def channel_list(self) -> list[str]:
-        return [op.fields["channel"] for op in self.channels]
+        return [op.f1 for op in self.channels]
 
     def history(self, kind: str, name: str, limit: int, before: str | None) -> list[dict]:
         """The last ``limit`` items, oldest first. ``before`` is the id of an item already
@@ -374,13 +606,13 @@ class Board:
             return []
         items = source.items
         end = len(items) if end_key is None else bisect_left(items, end_key, key=_order)
-        return [entry(op) for _, op in items[max(0, end - limit):end]]
+        return [entry(op) for op in items[max(0, end - limit):end]]
 
     def views(self) -> Views:
         """Shallow copies of the visible views (C-speed list copies of immutable ops),
         so that rendering the files can happen off the reactor while writes go on."""
         return Views(
-            users=[self.user_logins[first.fields["user"]].items[:] for first in self.users_order],
+            users=[self.user_logins[first.f1].items[:] for first in self.users_order],
             channels=self.channels.items[:], posts=self.posts.items[:],
             messages=self.messages.items[:])
 
@@ -389,22 +621,26 @@ class Board:
         return self.views().render()
 
 
+def _order(op: Op) -> OrderKey:
+    return op[:3]  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class Views:
-    users: list[list[tuple[OrderKey, Op]]]  # each user's logins, by first login
-    channels: list[tuple[OrderKey, Op]]
-    posts: list[tuple[OrderKey, Op]]
-    messages: list[tuple[OrderKey, Op]]
+    users: list[list[Op]]  # each user's logins, by first login
+    channels: list[Op]
+    posts: list[Op]
+    messages: list[Op]
 
     def render(self) -> dict[str, list[dict]]:
         return {
-            "usuarios.json": [{"user": logins[0][1].fields["user"],
-                               "logins": [op.timestamp for _, op in logins],
-                               "login_ops": [_login_entry(op) for _, op in logins]}
+            "usuarios.json": [{"user": logins[0].f1,
+                               "logins": [op.timestamp for op in logins],
+                               "login_ops": [_login_entry(op) for op in logins]}
                               for logins in self.users],
-            "canais.json": [entry(op, rid=True) for _, op in self.channels],
-            "publicacoes.json": [entry(op, rid=True) for _, op in self.posts],
-            "mensagens.json": [entry(op, rid=True) for _, op in self.messages],
+            "canais.json": [entry(op, rid=True) for op in self.channels],
+            "publicacoes.json": [entry(op, rid=True) for op in self.posts],
+            "mensagens.json": [entry(op, rid=True) for op in self.messages],
         }
 
 
@@ -418,7 +654,7 @@ def _login_entry(op: Op) -> dict[str, Any]:
 def entry(op: Op, rid: bool = False) -> dict[str, Any]:
     """One ``history`` item, or with ``rid`` one data-file entry: the request id goes to
     the files so that a board rebuilt from them still spots a retried request."""
-    d: dict[str, Any] = dict(op.fields)
+    d: dict[str, Any] = op.fields  # a new dict
     d["timestamp"] = op.timestamp
     d["clock"] = op.clock
     d["id"] = op.id

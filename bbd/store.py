@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = ["DATA_FILES", "DataFiles", "Journal", "Loaded", "decode_record", "enc
 
 JOURNAL = "journal.log"
 DAMAGED = "journal.damaged"  # damaged stretches of the journal, kept for a person to read
+_BLOCK = 4 << 20  # bytes read at a time when loading the journal
 
 
 def _fsync_dir(path: Path) -> None:
@@ -104,48 +106,101 @@ class Journal:
         self.damaged_path = directory / DAMAGED
         self._fd: int | None = None
 
-    def load(self) -> Loaded:
+    def load(self, sink: Callable[[list[dict[str, Any]]], Any] | None = None) -> Loaded:
         """Read every intact record. Each line carries its own CRC, so damage in the middle
         (a flipped byte, a bad sector) costs only the lines it touches: they are moved to
         ``journal.damaged`` and the journal is rewritten without them. Damage that runs to
-        the end is a torn tail (a crash mid-write, never acknowledged) and is cut."""
+        the end is a torn tail (a crash mid-write, never acknowledged) and is cut.
+
+        The file is read in big blocks, and the records of a block are parsed by one call
+        of the JSON decoder. With ``sink``, each block's records are handed to it as they
+        are read (and ``Loaded.records`` stays empty), so that a start never holds the
+        whole journal as dicts."""
         if not self.path.exists():
             return Loaded([])
-        raw = self.path.read_bytes()
         records: list[dict[str, Any]] = []
-        good: list[bytes] = []
+        take = sink if sink is not None else records.extend
         bad: list[tuple[int, bytes]] = []  # (offset, line) not yet known to be the tail
         damaged: list[tuple[int, int]] = []
-        offset = 0
-        for line in raw.splitlines(keepends=True):
-            record = decode_record(line)
-            if record is None:
-                bad.append((offset, line))
-            else:
-                if bad:  # good lines follow: the bad ones were damage in the middle
-                    damaged.extend(_stretches(bad))
-                    bad = []
-                records.append(record)
-                good.append(line)
-            offset += len(line)
-        torn = sum(len(line) for _, line in bad)
+        aside: list[tuple[int, bytes]] = []
+        offset = 0  # of the first byte not yet scanned
+        # A line begun in earlier blocks, joined once it ends: a long garbage tail without
+        # newlines costs no quadratic copying.
+        pieces: list[bytes] = []
+        with self.path.open("rb") as f:
+            while chunk := f.read(_BLOCK):
+                pieces.append(chunk)
+                if b"\n" not in chunk:
+                    continue
+                data = b"".join(pieces)
+                lines = data.split(b"\n")
+                rest = lines.pop()  # the start of a line that goes on in the next block
+                pieces = [rest] if rest else []
+                block = _parse_block(lines)
+                if block is not None:
+                    if bad:  # good lines follow: the bad ones were damage in the middle
+                        damaged.extend(_stretches(bad))
+                        aside.extend(bad)
+                        bad = []
+                    take(block)
+                    offset += len(data) - len(rest)
+                    continue
+                good: list[dict[str, Any]] = []
+                for line in lines:
+                    full = line + b"\n"
+                    record = decode_record(full)
+                    if record is None:
+                        bad.append((offset, full))
+                    else:
+                        if bad:
+                            damaged.extend(_stretches(bad))
+                            aside.extend(bad)
+                            bad = []
+                        good.append(record)
+                    offset += len(full)
+                take(good)
+        if pieces:  # a last line without its newline: torn
+            bad.append((offset, b"".join(pieces)))
+        size = self.path.stat().st_size
+        torn = size - (bad[0][0] if bad else size)
         if damaged:
-            self._set_aside(raw, damaged)
-            write_bytes_atomic(self.path, b"".join(good))
+            self._set_aside(aside, damaged)
+            self._rewrite_without(damaged, size - torn)
         elif torn:
             with self.path.open("r+b") as f:
-                f.truncate(len(raw) - torn)
+                f.truncate(size - torn)
                 os.fsync(f.fileno())
         return Loaded(records, torn, damaged)
 
-    def _set_aside(self, raw: bytes, damaged: list[tuple[int, int]]) -> None:
+    def _set_aside(self, aside: list[tuple[int, bytes]], damaged: list[tuple[int, int]]) -> None:
+        lines = dict(aside)
         with self.damaged_path.open("ab") as f:
             for start, length in damaged:
                 f.write(b"# %d bytes from offset %d of %s\n" % (length, start, JOURNAL.encode()))
-                f.write(raw[start:start + length])
+                at = start
+                while at < start + length:
+                    f.write(lines[at])
+                    at += len(lines[at])
                 f.write(b"\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def _rewrite_without(self, damaged: list[tuple[int, int]], end: int) -> None:
+        """Rewrite the journal up to ``end`` without the damaged stretches, atomically."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            with self.path.open("rb") as src, tmp.open("wb") as dst:
+                at = 0
+                for start, length in [*damaged, (end, 0)]:
+                    _copy(src, dst, at, start - at)
+                    at = start + length
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.path.parent)
 
     def open(self) -> None:
         new = not self.path.exists()
@@ -177,6 +232,38 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _parse_block(lines: list[bytes]) -> list[dict[str, Any]] | None:
+    """The records of complete lines (without their newlines) if every line is intact,
+    else None (the caller then goes line by line). The bodies are joined into one JSON
+    array and parsed in one call; each must be one JSON object, as ``encode_record``
+    writes it."""
+    bodies = []
+    crc32 = zlib.crc32
+    try:
+        for line in lines:
+            body = line[9:]
+            if line[8:9] != b" " or int(line[:8], 16) != crc32(body) or body[:1] != b"{" \
+                    or body[-1:] != b"}":
+                return None
+            bodies.append(body)
+        records = json.loads(b"[" + b",".join(bodies) + b"]")
+    except ValueError:
+        return None
+    if len(records) != len(bodies) or not all(type(r) is dict for r in records):
+        return None
+    return records
+
+
+def _copy(src: Any, dst: Any, start: int, length: int) -> None:
+    src.seek(start)
+    while length > 0:
+        data = src.read(min(length, _BLOCK))
+        if not data:
+            break
+        dst.write(data)
+        length -= len(data)
 
 
 def _stretches(bad: list[tuple[int, bytes]]) -> list[tuple[int, int]]:

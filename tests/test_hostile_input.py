@@ -35,7 +35,7 @@ services = st.sampled_from(["login", "users", "channel", "channels", "publish", 
                             "history", "history_messages", "history_channel", "nope"])
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 def test_any_bytes_decode_or_are_refused(frame: bytes) -> None:
     try:
@@ -77,7 +77,7 @@ def _validate(req: protocol.Request) -> Any:
     return None
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_frames())
 def test_every_request_gets_exactly_one_reply_and_no_clock_beyond_the_bound(
         frame: bytes) -> None:
@@ -119,7 +119,7 @@ op_dicts = st.fixed_dictionaries({
 }, optional={"rid": st.one_of(st.text(max_size=130), values)})
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op_dicts, max_size=6))
 def test_replicated_operations_are_taken_or_refused_and_the_board_stays_sound(
         raw: list[dict]) -> None:

@@ -162,3 +162,90 @@ def test_private_messages_take_from_and_to(tmp_path: Path) -> None:
     server._on_client([b"c"], request("history_messages", user="bia"))
     items = front.replies[-1][1]["messages"]
     assert [(m["from"], m["to"], m["message"]) for m in items] == [("ana", "bia", "oi")]
+
+
+def test_restore_replays_the_journal_and_skips_records_that_are_not_operations(
+        tmp_path: Path) -> None:
+    from twisted.logger import globalLogPublisher
+
+    from bbd.store import Journal
+
+    good = [Op("servidor-2", 1, 5, "login", 1.0, {"user": "ana"}),
+            Op("servidor-2", 2, 9, "channel", 2.0, {"channel": "geral"}, "r1"),
+            Op("servidor-1", 1, 12, "publish", 3.0,
+               {"user": "ana", "channel": "geral", "message": "oi"})]
+    journal = Journal(tmp_path)
+    journal.open()
+    journal.append([good[0].to_dict(), {**good[1].to_dict(), "seq": "2"}, good[1].to_dict()])
+    journal.append([{"not": "an operation"}, good[2].to_dict()])
+    journal.close()
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        server, _, _ = make_server(tmp_path)
+        server._restore()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    board = server.board
+    assert board.applied == 3 and board.vector == {"servidor-2": 2, "servidor-1": 1}
+    assert board.history("channel", "geral", 10, None)[0]["message"] == "oi"
+    assert board.by_rid("r1") == good[1] and board.next_seq == 2
+    assert server.lamport.value == 12
+    errors = [e.get("why") or e.get("n") for e in events if e.get("log_level").name == "error"]
+    assert len(errors) == 3 and errors[-1] == 2
+    assert all("not an operation" in why for why in errors[:2])
+
+
+def test_catch_up_asks_for_the_next_page_while_the_last_is_journaled(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    server, _, _ = make_server(tmp_path)
+    server.running = True
+    asked: list[tuple[Any, defer.Deferred]] = []
+    commits: list[defer.Deferred] = []
+
+    def ask(client: Any, service_: str, data: dict) -> defer.Deferred:
+        asked.append((data["after"], defer.Deferred()))
+        return asked[-1][1]
+
+    def submit(records: list) -> defer.Deferred:
+        commits.append(defer.Deferred())
+        return commits[-1]
+
+    server._ask = ask
+    server.committer.submit = submit
+    pages = [[Op("servidor-2", s, s, "login", 1.0, {"user": f"u{s}"}).to_dict()
+              for s in (2 * k + 1, 2 * k + 2)] for k in range(3)]
+    done = server.pull_from(SimpleNamespace(name="servidor-2", repl_client=None, up=True))
+    asked[0][1].callback({"ops": pages[0], "more": True})
+    # Page 2 is asked for past the cursor before page 1 is durable; one page ahead at most.
+    assert [after for after, _ in asked] == [None, ["servidor-2", 2]]
+    assert len(commits) == 1 and server.board.applied == 0
+    asked[1][1].callback({"ops": pages[1], "more": True})
+    assert len(asked) == 2 and len(commits) == 1
+    commits[0].callback(None)
+    assert server.board.applied == 2 and len(commits) == 2
+    assert [after for after, _ in asked][2] == ["servidor-2", 4]
+    asked[2][1].callback({"ops": pages[2], "more": False})
+    commits[1].callback(None)
+    commits[2].callback(None)
+    assert len(asked) == 3 and server.board.applied == 6
+    assert done.result == 6
+
+
+def test_catch_up_given_up_leaves_no_unhandled_page(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    server, _, _ = make_server(tmp_path)
+    server.running = True
+    asked: list[defer.Deferred] = []
+    server._ask = lambda client, service_, data: asked.append(defer.Deferred()) or asked[-1]
+    server.committer.submit = lambda records: defer.fail(OSError(28, "No space left"))
+    done = server.pull_from(SimpleNamespace(name="servidor-2", repl_client=None, up=True))
+    asked[0].callback({"ops": [Op("servidor-2", 1, 1, "login", 1.0, {"user": "a"}).to_dict()],
+                       "more": True})
+    failures: list[Any] = []
+    done.addErrback(failures.append)
+    assert len(failures) == 1 and len(asked) == 2
+    asked[1].errback(ConnectionError("peer gone"))
+    assert asked[1].result is None  # swallowed: nobody waits for it now

@@ -578,3 +578,162 @@ def test_views_report_the_lowest_index_changed_since_the_last_take() -> None:
     assert b.users_order.take_changed() == 0
     b.apply(login("a", 30, 40, "bia"))  # bia's entry (second) lists one more login
     assert b.users_order.take_changed() == 1
+
+
+# -- compact operations, per-origin logs, missing_for on gaps ---------------------------
+
+def brute_missing(held: list[Op], vector: dict[str, int], limit: int,
+                  after: tuple[str, int] | None) -> tuple[list[str], bool]:
+    """missing_for the slow obvious way: every held op past the peer's vector and the
+    cursor, in (origin, seq) order."""
+    want = sorted((op.origin, op.seq) for op in held
+                  if op.seq > vector.get(op.origin, 0)
+                  and (after is None or (op.origin, op.seq) > after))
+    return [f"{o}:{s}" for o, s in want[:limit]], len(want) > limit
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_missing_for_matches_a_scan_of_everything_held(seed: int) -> None:
+    rng = random.Random(seed)
+    held = [login(origin, s, s, "a") for origin in ORIGINS
+            for s in range(1, rng.randint(0, 40)) if rng.random() < 0.8]
+    rng.shuffle(held)
+    b = board_of(held)
+    for _ in range(20):
+        vector = {o: rng.randint(0, 45) for o in ORIGINS if rng.random() < 0.7}
+        after = (rng.choice(ORIGINS), rng.randint(0, 45)) if rng.random() < 0.5 else None
+        limit = rng.randint(1, 60)
+        out, more = b.missing_for(vector, limit, after)
+        assert (ids(out), more) == brute_missing(held, vector, limit, after)
+
+
+def test_missing_for_pages_through_a_gap_with_the_cursor() -> None:
+    held = [login("s1", s, s, "a") for s in (*range(1, 8), 10, 11, 15)]
+    b = board_of(held)
+    assert b.vector == {"s1": 7}
+    pages, after = [], None
+    while True:
+        out, more = b.missing_for({"s1": 5}, 2, after)
+        pages.append(ids(out))
+        if not more:
+            break
+        after = (out[-1].origin, out[-1].seq)
+    assert pages == [["s1:6", "s1:7"], ["s1:10", "s1:11"], ["s1:15"]]
+
+
+def test_a_sequence_far_beyond_the_vector_is_held_without_filling_the_gap() -> None:
+    b = Board("r")
+    far = login("s1", 2**50, 3, "a")
+    assert b.apply(far) and b.vector == {"s1": 0}
+    assert b.holds(far) and b.ops["s1:" + str(2**50)] is far
+    assert b.apply(login("s1", 1, 1, "a")) and b.vector == {"s1": 1}
+    assert ids(b.missing_for({}, 10)[0]) == ["s1:1", f"s1:{2**50}"]
+
+
+def test_gaps_filled_later_join_the_dense_log() -> None:
+    b = Board("r")
+    for s in (4, 2, 3, 6):
+        b.apply(login("s1", s, s, "a"))
+    assert b.vector == {"s1": 0} and b.get("s1", 3) is not None and b.get("s1", 5) is None
+    b.apply(login("s1", 1, 1, "a"))
+    assert b.vector == {"s1": 4}
+    b.apply(login("s1", 5, 5, "a"))
+    assert b.vector == {"s1": 6} and [op.seq for op in b.held()] == [1, 2, 3, 4, 5, 6]
+    assert b.apply(login("s1", 3, 3, "a")) is False and b.applied == 6
+
+
+def test_the_ops_and_winners_views_read_the_board() -> None:
+    first = channel("s1", 1, 1, "geral", rid="r1")
+    later = channel("s2", 1, 2, "geral", rid="r2")
+    b = board_of([later, first])
+    assert len(b.ops) == 2 and "s1:1" in b.ops and "s2:1" in b.ops
+    assert b.ops["s2:1"] is later and b.ops.get("s3:1") is None
+    for bad in ("s1:9", "nope", "s1:", ":1"):
+        assert bad not in b.ops
+    assert set(b.ops) == {"s1:1", "s2:1"}
+    assert dict(b.winners) == {"channel:geral": first, "rid:r1": first, "rid:r2": later}
+    assert "other:x" not in b.winners and "channel:none" not in b.winners
+    assert b.by_rid("r2") is later and b.outcome(later) == "channel already exists"
+
+
+def test_operations_compare_by_their_place_in_the_total_order() -> None:
+    ops = workload(5)
+    assert sorted(ops) == sorted(ops, key=lambda o: o.order)
+    a, c = login("s1", 1, 1, "a"), login("s2", 1, 1, "a")
+    assert a < c and a.order < c.order and a != c
+    assert a == Op.from_dict(a.to_dict()) and hash(a) == hash(Op.from_dict(a.to_dict()))
+
+
+def test_names_are_stored_once_however_often_they_arrive() -> None:
+    import json
+
+    raw = json.dumps(post("servidor-1", 1, 1, "ana", "geral", "oi").to_dict())
+    one, two = (Op.from_dict(json.loads(raw)), Op.from_journal(json.loads(raw)))
+    assert one.origin is two.origin and one.f1 is two.f1 and one.f2 is two.f2
+    assert one == two
+
+
+def test_from_journal_rebuilds_what_from_dict_does() -> None:
+    for op in workload(2):
+        d = op.to_dict()
+        assert Op.from_journal(d) == Op.from_dict(d) == op
+    assert Op.from_journal({**GOOD, "timestamp": 2}).timestamp == 2.0
+
+
+@pytest.mark.parametrize("record", [
+    None, [], "op", 7, {}, {**GOOD, "kind": "delete"}, {**GOOD, "kind": ["publish"]},
+    {**GOOD, "fields": None}, {**GOOD, "fields": ["ana", "g", "m"]},
+    {**GOOD, "fields": {"user": "ana", "channel": "g"}},
+    {**GOOD, "fields": {"user": "ana", "channel": "g", "message": "m", "x": "y"}},
+    {**GOOD, "fields": {"user": 5, "channel": "g", "message": "m"}},
+    {**GOOD, "fields": {"user": "ana", "channel": None, "message": "m"}},
+    {**GOOD, "fields": {"user": "ana", "channel": "g", "message": ""}},
+    {**GOOD, "fields": {"user": "ana", "channel": "g", "message": {"t": 1}}},
+    {**GOOD, "origin": 1}, {**GOOD, "origin": ""}, {**GOOD, "origin": None},
+    {**GOOD, "seq": "3"}, {**GOOD, "seq": 0}, {**GOOD, "seq": 3.0}, {**GOOD, "seq": True},
+    {**GOOD, "seq": 2**64}, {**GOOD, "clock": -1}, {**GOOD, "clock": "7"},
+    {**GOOD, "clock": 2**53}, {**GOOD, "timestamp": "noon"}, {**GOOD, "timestamp": None},
+    {**GOOD, "timestamp": True}, {**GOOD, "timestamp": float("nan")},
+    {**GOOD, "rid": 5}, {**GOOD, "rid": ""}, {"kind": "login", "fields": {"user": "a"}},
+], ids=lambda r: repr(r)[:70])
+def test_from_journal_refuses_a_record_of_the_wrong_types(record: object) -> None:
+    with pytest.raises(ValueError, match="not an operation"):
+        Op.from_journal(record)
+
+
+def test_replay_applies_the_good_records_and_says_why_it_refused_the_others() -> None:
+    ops = workload(4)
+    records = [op.to_dict() for op in ops]
+    records[3:3] = [{**GOOD, "seq": "x"}, ["not", "a", "map"]]
+    b = Board("r")
+    top, refused = b.replay(records)
+    assert top == max(op.clock for op in ops)
+    assert len(refused) == 2 and all("not an operation" in why for why in refused)
+    assert b.snapshot() == board_of(ops).snapshot()
+    assert b.replay([]) == (0, [])
+
+
+def test_names_remembered_as_valid_change_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bbd import state
+
+    monkeypatch.setattr(state, "_GOOD_NAMES", set())
+    monkeypatch.setattr(state, "_GOOD_NAMES_MAX", 3)
+    evil = "evil\u202euser"
+    for _ in range(2):
+        Op.from_dict(GOOD)  # s1, ana and g remembered
+        with pytest.raises(ValueError, match="control characters"):
+            Op.from_dict({**GOOD, "fields": {**GOOD["fields"], "user": evil}})
+        with pytest.raises(ValueError, match="reserved"):
+            Op.from_dict({**GOOD, "origin": "servers"})
+    assert evil not in state._GOOD_NAMES and "servers" not in state._GOOD_NAMES
+    Op.from_dict({**GOOD, "fields": {**GOOD["fields"], "user": "bia"}})
+    assert len(state._GOOD_NAMES) <= 3  # bounded: emptied when full
+
+
+def test_operations_survive_copy_and_pickle() -> None:
+    import copy
+    import pickle
+
+    for op in workload(6)[:10]:
+        for again in (copy.copy(op), copy.deepcopy(op), pickle.loads(pickle.dumps(op))):
+            assert type(again) is Op and again == op and again.fields == op.fields

@@ -15,6 +15,13 @@ from bbd.store import DATA_FILES, DataFiles, Journal, Loaded, decode_record, enc
 RECORDS = [{"origin": "s1", "seq": i, "text": f"olá {i}", "n": [i, None]} for i in range(1, 6)]
 
 
+@pytest.fixture(params=[None, 1, 50], ids=["one block", "1-byte blocks", "50-byte blocks"])
+def block(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Load the journal in blocks of several sizes: lines then span block boundaries."""
+    if request.param is not None:
+        monkeypatch.setattr(store, "_BLOCK", request.param)
+
+
 def write_journal(directory: Path, records: list[dict]) -> Journal:
     j = Journal(directory)
     j.open()
@@ -44,6 +51,7 @@ def test_decode_record_rejects_damaged_lines(line: bytes) -> None:
     assert decode_record(line) is None
 
 
+@pytest.mark.usefixtures("block")
 def test_journal_round_trip_and_reopen_appends(tmp_path: Path) -> None:
     j = write_journal(tmp_path, RECORDS)
     assert j.load() == Loaded(RECORDS)
@@ -87,6 +95,7 @@ def _garbage_lines(raw: bytes, last: int) -> bytes:
 @pytest.mark.parametrize("damage,kept", [
     (_torn, 4), (_bad_crc, 4), (_flipped_body, 4), (_garbage, 5), (_garbage_lines, 5),
 ], ids=["torn last line", "bad crc", "flipped body byte", "garbage tail", "garbage lines"])
+@pytest.mark.usefixtures("block")
 def test_damaged_tail_is_cut_at_load(tmp_path: Path, damage, kept: int) -> None:
     write_journal(tmp_path, RECORDS)
     path = tmp_path / store.JOURNAL
@@ -120,6 +129,7 @@ def _flip_in_line(raw: bytes, line: int) -> tuple[bytes, int, int]:
 
 
 @pytest.mark.parametrize("line", [0, 2, 3])
+@pytest.mark.usefixtures("block")
 def test_damage_in_the_middle_keeps_every_good_record(tmp_path: Path, line: int) -> None:
     write_journal(tmp_path, RECORDS)
     path = tmp_path / store.JOURNAL
@@ -141,6 +151,7 @@ def test_damage_in_the_middle_keeps_every_good_record(tmp_path: Path, line: int)
     assert Journal(tmp_path).load().records[-1] == {"new": 1}
 
 
+@pytest.mark.usefixtures("block")
 def test_a_newline_flipped_in_the_middle_costs_only_the_two_lines_it_joins(
         tmp_path: Path) -> None:
     write_journal(tmp_path, RECORDS)
@@ -151,6 +162,36 @@ def test_a_newline_flipped_in_the_middle_costs_only_the_two_lines_it_joins(
     loaded = Journal(tmp_path).load()
     assert loaded.records == RECORDS[2:]
     assert len(loaded.damaged) == 1 and loaded.damaged[0][0] == 0
+
+
+@pytest.mark.usefixtures("block")
+def test_load_hands_the_records_to_a_sink_block_by_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_journal(tmp_path, RECORDS)
+    monkeypatch.setattr(store, "_BLOCK", 150)
+    blocks: list[list[dict]] = []
+    loaded = Journal(tmp_path).load(blocks.append)
+    assert loaded == Loaded([])  # nothing kept: the sink had them
+    assert len([b for b in blocks if b]) > 1
+    assert [r for b in blocks for r in b] == RECORDS
+
+
+@pytest.mark.usefixtures("block")
+@pytest.mark.parametrize("body", [b'{"a":1},{"b":2}', b"[1]", b"{}]", b"{", b""])
+def test_a_crc_intact_line_that_is_not_one_object_is_damage(tmp_path: Path,
+                                                            body: bytes) -> None:
+    """Records are parsed a block at a time, as one JSON array: a line holding two objects
+    must still count as one damaged line, never as two records."""
+    write_journal(tmp_path, RECORDS)
+    path = tmp_path / store.JOURNAL
+    raw = path.read_bytes()
+    second = raw.index(b"\n") + 1
+    odd = b"%08x %s\n" % (zlib.crc32(body), body)
+    path.write_bytes(raw[:second] + odd + raw[second:])
+    loaded = Journal(tmp_path).load()
+    assert loaded.records == RECORDS
+    assert loaded.damaged == [(second, len(odd))]
+    assert path.read_bytes() == raw
 
 
 def test_a_failed_append_leaves_the_journal_as_it_was(tmp_path: Path,
@@ -317,3 +358,15 @@ def test_a_write_in_progress_is_not_taken_for_someone_elses(
     writer.join(5)
     checker.join(5)
     assert seen == [{}]
+
+
+def test_a_long_tail_without_newlines_is_cut_in_one_piece(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_journal(tmp_path, RECORDS)
+    path = tmp_path / store.JOURNAL
+    raw = path.read_bytes()
+    path.write_bytes(raw + b"\x00" * 5000)
+    monkeypatch.setattr(store, "_BLOCK", 64)
+    loaded = Journal(tmp_path).load()
+    assert loaded == Loaded(RECORDS, torn=5000)
+    assert path.read_bytes() == raw

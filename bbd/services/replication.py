@@ -151,7 +151,7 @@ class Replication:
         new: dict[str, Op] = {}
         for op in ops:
             self.lamport.observe(op.clock)
-            if op.id not in self.board.ops:
+            if not self.board.holds(op):
                 new[op.id] = op
         if not new:
             return 0, defer.succeed(None)
@@ -214,19 +214,29 @@ class Replication:
 
     @defer.inlineCallbacks
     def pull_from(self, peer: Peer) -> Any:
-        """Fetch everything ``peer`` holds beyond our version vector; the number taken."""
+        """Fetch everything ``peer`` holds beyond our version vector; the number taken.
+        Pages come back to back: the next one is asked for (past the cursor) while the
+        last one is being journaled here."""
         taken = 0
-        after = None
-        while self.running:
-            reply = yield self._ask(peer.repl_client, "pull", {
-                "vector": self.board.vector, "from": self._identity(), "after": after})
-            ops = [Op.from_dict(o) for o in reply["ops"]]
-            n, durable = self._take(ops)
-            yield durable
-            taken += n
-            if not reply.get("more") or not ops:
-                break
-            after = [ops[-1].origin, ops[-1].seq]
+
+        def ask(after: list[Any] | None) -> defer.Deferred:
+            return self._ask(peer.repl_client, "pull", {
+                "vector": dict(self.board.vector), "from": self._identity(), "after": after})
+
+        pending: defer.Deferred | None = ask(None) if self.running else None
+        try:
+            while self.running and pending is not None:
+                reply = yield pending
+                pending = None
+                ops = [Op.from_dict(o) for o in reply["ops"]]
+                if reply.get("more") and ops:
+                    pending = ask([ops[-1].origin, ops[-1].seq])
+                n, durable = self._take(ops)
+                yield durable
+                taken += n
+        finally:
+            if pending is not None:  # given up on: its answer, or failure, goes nowhere
+                pending.addErrback(lambda _: None)
         self._mark_up(peer)
         return taken
 

@@ -175,10 +175,23 @@ class BoardServer(Replication, service.Service):
         self._start_up().addErrback(self._start_failed)
 
     def _restore(self) -> None:
-        """Replay the journal. Damage in its middle is moved aside and logged (the peers
-        hold those operations and catch-up fetches them); a stored record that is not a
-        valid operation is skipped and logged, never allowed to stop the start."""
-        loaded = self.journal.load()
+        """Replay the journal, block by block as it is read. Damage in its middle is moved
+        aside and logged (the peers hold those operations and catch-up fetches them); a
+        stored record that is not an operation is skipped and logged, never allowed to
+        stop the start. Records were validated before they were written (and their lines
+        are CRC-checked), so only their types are checked again here."""
+        top = invalid = 0
+        refused: list[str] = []  # the first few reasons, for the log
+
+        def replay(records: list[dict[str, Any]]) -> None:
+            nonlocal top, invalid
+            clock, why = self.board.replay(records)
+            top = max(top, clock)
+            invalid += len(why)
+            refused.extend(why[:5 - len(refused)])
+
+        loaded = self.journal.load(replay)
+        self.lamport.observe(top)
         if loaded.torn:
             log.info("journal: cut {cut} bytes of torn tail (a crash mid-write; never "
                      "acknowledged)", cut=loaded.torn)
@@ -186,17 +199,8 @@ class BoardServer(Replication, service.Service):
             log.error("journal: {length} damaged bytes at offset {offset} moved aside to "
                       "{aside}; the operations on them are fetched from the peers",
                       length=length, offset=offset, aside=str(self.journal.damaged_path))
-        invalid = 0
-        for record in loaded.records:
-            try:
-                op = Op.from_dict(record)
-            except ValueError as e:
-                invalid += 1
-                if invalid <= 5:
-                    log.error("journal: skipped an invalid record: {why}", why=str(e))
-                continue
-            self.board.apply(op)
-            self.lamport.observe(op.clock)
+        for why in refused:
+            log.error("journal: skipped an invalid record: {why}", why=why)
         if invalid:
             log.error("journal: skipped {n} invalid records in all", n=invalid)
         log.info("{name}: restored {n} operations from {dir}", name=self.cfg.name,
