@@ -507,6 +507,7 @@ class BoardServer(Replication, service.Service):
             "files_current": self.files_at == self.board.applied,
             "storage_error": self.storage_error, "files_error": self.files_error,
             "peers": {p.name: p.up for p in self.peers.values()},
+            "handled": self.handled,  # client requests served: the dashboard's requests/s
         }
         if self.coordination is not None:
             status.update(self.coordination.status())
@@ -539,6 +540,7 @@ class Options(DaemonOptions):
         ["replication-port", None, config.port("replication"), "replication port", int],
         ["clock-skew", None, 0.0, "start with the physical clock this many seconds off", float],
         ["clock-drift", None, 0.0, "physical clock drift, seconds per second", float],
+        ["metrics-port", None, 0, "Prometheus /metrics on this port, on --bind (0: off)", int],
     ]
 
     def postOptions(self) -> None:
@@ -553,6 +555,10 @@ class Options(DaemonOptions):
         if self["host"] is None:
             self["host"] = os.environ.get("BBD_HOST") or (
                 socket.gethostname() if self["bind"] in ("*", "0.0.0.0") else self["bind"])
+
+
+def _interface(bind: str) -> str:
+    return "" if bind in ("*", "0.0.0.0") else bind
 
 
 def makeService(options: Options) -> service.MultiService:
@@ -588,6 +594,11 @@ def makeService(options: Options) -> service.MultiService:
         min_round_gap=t("berkeley_min_gap"), max_rtt=t("berkeley_max_rtt"),
         outlier_threshold=t("berkeley_outlier_threshold"))
     coordination.setServiceParent(top)
+    if options["metrics-port"]:
+        from bbd import metrics
+
+        metrics.attach_to_server(server, options["metrics-port"], _interface(cfg.bind)) \
+            .setServiceParent(top)
     # Timers start after the server (MultiService order) and stop before it.
     for interval, fn, what in [
         (cfg.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),
