@@ -5,8 +5,9 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# chromium and chromium-driver: the dashboard's tests drive a real headless browser.
 APT_PACKAGES := python3-venv libzmq3-dev libmsgpack-dev pkg-config gcc make docker-compose \
-	iproute2 iptables
+	iproute2 iptables chromium chromium-driver
 SERVERS ?= 3
 BOTS ?= 2
 DATA ?= run

@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="directory for each daemon's pid, log and data (default: run)")
     up.add_argument("--clock-skews", type=_floats, default=[],
                     help="per-server physical clock skew in seconds, e.g. -3,0,5")
+    up.add_argument("--dashboard-port", type=int, default=config.port("dashboard"),
+                    help="the live dashboard's port (default %(default)s; 0: no dashboard)")
+    up.add_argument("--demo", action="store_true",
+                    help="dashboard buttons to pause, resume, kill and restart servers")
+    up.add_argument("--metrics-base", type=int, default=config.port("metrics"),
+                    help="server i serves Prometheus /metrics on this port + i - 1 "
+                    "(default %(default)s; 0: off)")
     st = sub.add_parser("status", help="one row per live server")
     st.add_argument("--reference", default=f"tcp://127.0.0.1:{config.port('reference')}")
     st.add_argument("--timeout", type=float, default=1.0)
@@ -62,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.servers < 1:
             parser.error("--servers must be at least 1")
+        if args.demo and not args.dashboard_port:
+            parser.error("--demo needs the dashboard (--dashboard-port)")
         layout = launcher.Layout(args.data.resolve(), servers=args.servers,
-                                 skews=args.clock_skews)
-        return launcher.run(layout, args.bots, args.bot_interval)
+                                 skews=args.clock_skews, dashboard=args.dashboard_port,
+                                 metrics_base=args.metrics_base)
+        return launcher.run(layout, args.bots, args.bot_interval, demo=args.demo)
     if args.command == "status":
         return status(args.reference, args.timeout)
     if args.command == "probe":

@@ -53,6 +53,8 @@ class Layout:
     reference: int = field(default_factory=lambda: config.port("reference"))
     server_base: int = field(default_factory=lambda: config.port("sync"))
     skews: list[float] = field(default_factory=list)
+    dashboard: int = 0  # the dashboard's HTTP port (0: no dashboard)
+    metrics_base: int = 0  # server i serves /metrics on metrics_base + i - 1 (0: off)
 
     def url(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -89,7 +91,21 @@ class Layout:
                 "--sync-port", str(sync), "--replication-port", str(repl)]
         if i <= len(self.skews) and self.skews[i - 1]:
             args += ["--clock-skew", str(self.skews[i - 1])]
+        if self.metrics_base:
+            args += ["--metrics-port", str(self.metrics_base + i - 1)]
         return Daemon(name, "bbd-server", args + (extra or []), d)
+
+    def dashboard_daemon(self, demo_control: str | None = None) -> Daemon:
+        args = ["--port", str(self.dashboard), "--interface", self.host,
+                "--reference", self.url(self.reference), "--subscribe", self.url(self.xpub),
+                "--broker", self.url(self.frontend)]
+        if demo_control:
+            args += ["--demo-control", demo_control]
+        return Daemon("dashboard", "bbd-dashboard", args, self.data / "dashboard")
+
+    def dashboard_url(self) -> str:
+        host = "localhost" if self.host == "127.0.0.1" else self.host
+        return f"http://{host}:{self.dashboard}/"
 
     def daemons(self) -> list[Daemon]:
         return [self.reference_daemon(), self.proxy_daemon(), self.broker_daemon(),
@@ -105,7 +121,7 @@ def bot_argv(layout: Layout, interval: float) -> list[str] | None:
             "--proxy", layout.url(layout.xpub), "--interval", str(interval)]
 
 
-def run(layout: Layout, bots: int, bot_interval: float) -> int:
+def run(layout: Layout, bots: int, bot_interval: float, demo: bool = False) -> int:
     from twisted.internet import reactor
     from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
     from twisted.runner.procmon import ProcessMonitor
@@ -118,7 +134,17 @@ def run(layout: Layout, bots: int, bot_interval: float) -> int:
     monitor.maxRestartDelay = 5
     env = dict(os.environ)
     rows = []
-    for daemon in layout.daemons():
+    daemons = layout.daemons()
+    control = None
+    if layout.dashboard:
+        if demo:
+            from bbd import demo as demo_mode
+
+            servers = {d.name: demo_mode.Managed(d.argv(), env, str(d.directory))
+                       for d in daemons if d.plugin == "bbd-server"}
+            control = demo_mode.listen(monitor, servers, reactor)
+        daemons.append(layout.dashboard_daemon(control))
+    for daemon in daemons:
         daemon.directory.mkdir(parents=True, exist_ok=True)
         monitor.addProcess(daemon.name, daemon.argv(), env=env, cwd=str(daemon.directory))
         rows.append((daemon.name, " ".join(daemon.args[:4]), str(daemon.directory)))
@@ -134,6 +160,13 @@ def run(layout: Layout, bots: int, bot_interval: float) -> int:
         print(f"  {name:<12} {where:<60} {directory}")
     print(f"Clients: broker {layout.url(layout.frontend)}, "
           f"subscriptions {layout.url(layout.xpub)}")
+    if layout.dashboard:
+        print(f"Dashboard: {layout.dashboard_url()}"
+              + (" (demo mode: pause/resume/kill/restart buttons)" if control else ""))
+    if layout.metrics_base:
+        last = layout.metrics_base + layout.servers - 1
+        print(f"Metrics: servers on http://{layout.host}:{layout.metrics_base}-{last}/metrics"
+              + (f", dashboard on {layout.dashboard_url()}metrics" if layout.dashboard else ""))
     print("Logs: <dir>/<name>/twistd.log. Ctrl-C stops everything.", flush=True)
     monitor.startService()
     reactor.addSystemEventTrigger("before", "shutdown", stop_all, monitor, reactor)

@@ -26,6 +26,8 @@ SERIES = ("offset", "lamport", "throughput", "requests", "lag")
 # corrected a clock by more than BIG_CORRECTION.
 BERKELEY_MERGE = 5.0
 BIG_CORRECTION = 0.01
+# Rates are taken over this window of samples: a 0.5 s difference of small counts is noise.
+RATE_WINDOW = 2.0
 
 
 @dataclass
@@ -50,7 +52,7 @@ class ServerView:
     throughput: float = 0.0  # operations it originated per second
     requests: float | None = None  # client requests it handled per second (if reported)
     lag: int = 0
-    _sample: _Sample | None = None
+    _samples: deque[_Sample] = field(default_factory=lambda: deque(maxlen=64))
 
     @property
     def state(self) -> str:
@@ -65,8 +67,9 @@ class ServerView:
             "listed": self.listed, "coordinator": self.name == coordinator,
             "lamport": s.get("clock"), "offset": s.get("offset"),
             "applied": s.get("applied"), "lag": self.lag,
-            "throughput": round(self.throughput, 2),
-            "requests": None if self.requests is None else round(self.requests, 2),
+            "throughput": round(self.throughput, 2) if self.answering else None,
+            "requests": None if self.requests is None or not self.answering
+            else round(self.requests, 2),
             "election": s.get("election_phase"), "berkeley_rounds": s.get("berkeley_rounds"),
             "last_adjustment": s.get("last_adjustment"),
             "peers": s.get("peers"), "storage_error": s.get("storage_error"),
@@ -160,8 +163,11 @@ class BoardWatch:
                 and old.get("election_phase") != phase:
             self._event("election", f"{name}: election under way ({phase})", server=name)
         coordinator = status.get("coordinator")
-        if isinstance(coordinator, str) and self.coordinator is None:
-            self._set_coordinator(coordinator, "seen in status")
+        # Announcements are the news; a status only fills in a coordinator we have not
+        # heard of (the page opened after the election), never one we know is down.
+        if isinstance(coordinator, str) and self.coordinator is None and (
+                coordinator not in self.servers or self.servers[coordinator].answering):
+            self._set_coordinator(coordinator, f"as {name} reports")
         self._berkeley(name, status)
         if view.state != was:
             self.changed = True
@@ -233,12 +239,15 @@ class BoardWatch:
             s = view.status
             own = _int((s.get("vector") or {}).get(view.name))
             handled = s.get("handled") if isinstance(s.get("handled"), int) else None
-            prev = view._sample
+            samples = view._samples
+            while len(samples) > 1 and now - samples[1].at >= RATE_WINDOW:
+                samples.popleft()
+            prev = samples[0] if samples else None
             if prev is not None and now > prev.at:
                 view.throughput = max(0.0, (own - prev.own_ops) / (now - prev.at))
                 if handled is not None and prev.handled is not None:
                     view.requests = max(0.0, (handled - prev.handled) / (now - prev.at))
-            view._sample = _Sample(now, own, handled)
+            samples.append(_Sample(now, own, handled))
             view.lag = top - _int(s.get("applied"))
             values = {"offset": s.get("offset"), "lamport": s.get("clock"),
                       "throughput": view.throughput, "requests": view.requests,

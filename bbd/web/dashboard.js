@@ -66,9 +66,35 @@ function infraNode(name, up, detail) {
     detail ? el("div", { class: "detail", text: detail }) : null);
 }
 
+// Server cards are made once and updated in place: a card replaced under the pointer
+// would swallow a click on its demo buttons.
+const cards = new Map();
+
 function serverNode(s) {
-  const dl = el("dl");
-  const row = (k, v) => { dl.append(el("dt", { text: k }), el("dd", { text: v })); };
+  let card = cards.get(s.name);
+  if (!card) {
+    const node = el("div", { class: "node server", "data-server": s.name });
+    const title = el("div", { class: "title" }, s.name, el("span", { class: "crown", text: "coordinator" }));
+    const stateLine = el("div", { class: "state" });
+    const dl = el("dl");
+    node.append(title, stateLine, dl);
+    const buttons = el("div", { class: "buttons" });
+    for (const action of ["pause", "resume", "kill", "restart"]) {
+      const b = el("button", { "data-action": action, text: action });
+      b.addEventListener("click", () => demo(action, s.name));
+      buttons.append(b);
+    }
+    node.append(buttons);
+    card = { node, stateLine, dl, buttons };
+    cards.set(s.name, card);
+  }
+  const { node, stateLine, dl, buttons } = card;
+  node.dataset.state = s.state;
+  node.dataset.coordinator = String(Boolean(s.coordinator));
+  node.dataset.rank = String(s.rank);
+  stateLine.textContent = `${s.state} · rank ${s.rank ?? "?"}` + (s.listed ? "" : " · not listed");
+  const rows = [];
+  const row = (k, v) => { rows.push(el("dt", { text: k }), el("dd", { text: v })); };
   row("Lamport", fmt(s.lamport, 0));
   row("offset", s.offset === null || s.offset === undefined ? "–" : fmt(s.offset, 4, true) + " s");
   row("applied", fmt(s.applied, 0));
@@ -82,22 +108,8 @@ function serverNode(s) {
   } else if (s.broker !== undefined) {
     row("broker", String(s.broker));
   }
-  const node = el("div", {
-    class: "node server", "data-server": s.name, "data-state": s.state,
-    "data-coordinator": String(Boolean(s.coordinator)), "data-rank": String(s.rank),
-  },
-  el("div", { class: "title" }, s.name, el("span", { class: "crown", text: "coordinator" })),
-  el("div", { class: "state", text: `${s.state} · rank ${s.rank ?? "?"}` + (s.listed ? "" : " · not listed") }),
-  dl);
-  if (state.demo) {
-    const buttons = el("div", { class: "buttons" });
-    for (const action of ["pause", "resume", "kill", "restart"]) {
-      const b = el("button", { "data-action": action, text: action });
-      b.addEventListener("click", () => demo(action, s.name));
-      buttons.append(b);
-    }
-    node.append(buttons);
-  }
+  dl.replaceChildren(...rows);
+  buttons.hidden = !state.demo;
   return node;
 }
 
@@ -110,7 +122,12 @@ function renderTopology() {
     infraNode("reference", t.reference, "ranks and the list of live servers"),
     infraNode("broker", t.broker, "routes client requests"),
     infraNode("proxy", ago, "publications: posts, messages, coordinators"));
-  document.getElementById("servers").replaceChildren(...t.servers.map(serverNode));
+  const list = document.getElementById("servers");
+  const nodes = t.servers.map(serverNode);
+  // Reorder or add only where needed; cards of forgotten servers go.
+  nodes.forEach((n, i) => { if (list.children[i] !== n) list.insertBefore(n, list.children[i] || null); });
+  while (list.children.length > nodes.length) list.lastChild.remove();
+  for (const name of [...cards.keys()]) if (!t.servers.some((s) => s.name === name)) cards.delete(name);
   document.getElementById("private-count").textContent = String(t.private_messages);
 }
 
