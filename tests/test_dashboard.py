@@ -42,9 +42,11 @@ def board() -> Iterator[Cluster]:
     c.layout.dashboard = free_port()
     c.layout.metrics_base = _free_block(3)
     try:
-        c.start()
-        c.spawn("dashboard")
-        c.wait_up(["dashboard"])
+        # The dashboard watches from before the servers start, so its offset chart holds
+        # the skews as they were and Berkeley pulling them together.
+        for name in ["reference", "proxy", "broker", "dashboard", *c.names()]:
+            c.spawn(name)
+        c.wait_up(["reference", "proxy", "broker", "dashboard", *c.names()], 60)
         yield c
     finally:
         c.stop()

@@ -173,7 +173,8 @@ function drawChart(key) {
     const v = y0 + (y1 - y0) * i / 4;
     const yy = y(v);
     ctx.beginPath(); ctx.moveTo(left, yy); ctx.lineTo(w - right, yy); ctx.stroke();
-    ctx.fillText(fmt(v, key === "offset" ? 3 : spec.digits, false), 4, yy + 4);
+    const digits = key === "offset" ? 3 : (y1 - y0 < 8 ? 1 : spec.digits);
+    ctx.fillText(fmt(v, digits, false), 4, yy + 4);
   }
   ctx.fillText(`${Math.round(t1 - t0)} s`, w - right - 40, h - 4);
   for (const n of names) {
