@@ -231,7 +231,8 @@ def test_bot_rejects_bad_options(args):
     assert "usage:" in result.stderr
 
 
-COMPOSE_SERVICES = {"referencia", "broker", "proxy", "servidor", "cliente", "cliente_automatico"}
+COMPOSE_SERVICES = {"referencia", "broker", "proxy", "servidor", "painel", "cliente",
+                    "cliente_automatico"}
 
 
 def compose(*args):
@@ -263,5 +264,10 @@ def test_compose_file_shape():
     # Scaling needs no fixed name and no host port.
     assert "container_name" not in bots and "ports" not in bots
     assert bots["deploy"]["replicas"] == 2
+    # The dashboard: its page published on 8080, watching the board by service names.
+    painel = services["painel"]
+    assert painel["ports"] == ["8080:8080"]
+    assert "bbd-dashboard" in painel["command"]
+    assert "tcp://referencia:5559" in painel["command"]
     env_file = (ROOT / ".env").read_text().split()
     assert "COMPOSE_PROJECT_NAME=projeto_sd" in env_file
