@@ -104,6 +104,38 @@ def test_a_server_that_stops_answering_is_pushed_at_once() -> None:
     assert pushed[-1]["coordinator"] is None
 
 
+class StreamRequest(DummyRequest):
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+def frames(request: StreamRequest) -> list[str]:
+    text = b"".join(request.written).decode()
+    return [line[len("event: "):] for line in text.splitlines() if line.startswith("event: ")]
+
+
+def test_a_page_that_stops_reading_is_skipped_then_resynchronised() -> None:
+    clock = Clock()
+    watch = BoardWatch(clock.seconds)
+    streams = EventStreams(watch)
+    request = StreamRequest([b""])
+    streams.render_GET(request)
+    streams.send("tick", {"n": 1})
+    assert frames(request) == ["snapshot", "tick"]
+    request.producer.pauseProducing()  # its send buffer is full
+    for n in range(1000):
+        streams.send("tick", {"n": n})
+    assert frames(request) == ["snapshot", "tick"]  # nothing piled up for it
+    request.producer.resumeProducing()
+    streams.send("tick", {"n": 2})
+    assert frames(request) == ["snapshot", "tick", "snapshot", "tick"]
+    streams.close_all()
+    assert streams.open == [] and request.finished
+
+
 class FakeTransport:
     def __init__(self, pid: int) -> None:
         self.pid = pid

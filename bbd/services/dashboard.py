@@ -24,9 +24,11 @@ from typing import Any
 
 from twisted.application import internet, service
 from twisted.internet import reactor
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import resource, server, static
+from zope.interface import implementer
 
 from bbd import config, protocol
 from bbd.lamport import LamportClock
@@ -223,6 +225,28 @@ class Watcher(service.Service):
             self.streams.send("topology", self.watch.topology())
 
 
+@implementer(IPushProducer)
+class _Page:
+    """One open page. Twisted pauses it when the connection's send buffer is full (a tab
+    that stopped reading): events are then skipped, not buffered, and the page gets a fresh
+    snapshot when it reads again. So a stuck page costs a bounded buffer, never memory
+    that grows with time."""
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.paused = False
+        self.missed = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
 class EventStreams(resource.Resource):
     """``/events``: Server-Sent Events to every open page."""
 
@@ -231,7 +255,7 @@ class EventStreams(resource.Resource):
     def __init__(self, watch: BoardWatch) -> None:
         super().__init__()
         self.watch = watch
-        self.open: list[Any] = []
+        self.open: list[_Page] = []
 
     def render_GET(self, request: Any) -> Any:
         if len(self.open) >= MAX_STREAMS:
@@ -239,30 +263,39 @@ class EventStreams(resource.Resource):
             return b"too many open dashboards\n"
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
+        page = _Page(request)
+        request.registerProducer(page, True)
         request.write(b"retry: 1000\n\n")
         request.write(_event("snapshot", self.watch.snapshot()))
-        self.open.append(request)
-        request.notifyFinish().addBoth(lambda _: self._closed(request))
+        self.open.append(page)
+        request.notifyFinish().addBoth(lambda _: self._closed(page))
         return server.NOT_DONE_YET
 
-    def _closed(self, request: Any) -> None:
-        if request in self.open:
-            self.open.remove(request)
+    def _closed(self, page: _Page) -> None:
+        if page in self.open:
+            self.open.remove(page)
 
     def send(self, name: str, payload: Any) -> None:
         if not self.open:
             return
         frame = _event(name, payload)
-        for request in list(self.open):
+        for page in list(self.open):
+            if page.paused:
+                page.missed = True
+                continue
             try:
-                request.write(frame)
+                if page.missed:
+                    page.missed = False
+                    page.request.write(_event("snapshot", self.watch.snapshot()))
+                page.request.write(frame)
             except Exception:
-                self._closed(request)
+                self._closed(page)
 
     def close_all(self) -> None:
-        for request in list(self.open):
+        for page in list(self.open):
             try:
-                request.finish()
+                page.request.unregisterProducer()
+                page.request.finish()
             except Exception:
                 pass
         self.open.clear()
