@@ -5,36 +5,34 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# chromium and chromium-driver: the dashboard's tests drive a real headless browser.
-APT_PACKAGES := python3-venv libzmq3-dev libmsgpack-dev pkg-config gcc make docker-compose \
-	iproute2 iptables chromium chromium-driver
+# Debian packages (see scripts/system-packages.sh): what `make run` needs, and what only
+# the tests add (docker-compose validates docker-compose.yml; iproute2 and iptables build
+# the partition tests' network namespaces; chromium and chromium-driver run the dashboard's
+# browser tests).
+RUN_PACKAGES := python3-venv libzmq3-dev msgpack-c pkg-config gcc make nodejs npm
+TEST_PACKAGES := docker-compose iproute2 iptables chromium chromium-driver
 SERVERS ?= 3
 BOTS ?= 2
 DATA ?= run
+BASE_PORT ?=
 
-.PHONY: install system-packages run test lint bench clean
+.PHONY: install system-packages test-packages run status test lint bench clean
 
 install: system-packages $(VENV)/.installed clients/js/node_modules/.package-lock.json \
 	clients/c/cliente
 
 # Debian packages: installed only when missing, and only as root (others get a hint).
 system-packages:
-	@missing=""; for p in $(APT_PACKAGES); do \
-	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	command -v node >/dev/null || missing="$$missing nodejs"; \
-	command -v npm >/dev/null || missing="$$missing npm"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing system packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	  else echo "missing system packages:$$missing (run 'make install' as root)"; exit 1; fi; \
-	fi
+	@bash scripts/system-packages.sh $(RUN_PACKAGES)
+
+test-packages:
+	@bash scripts/system-packages.sh $(TEST_PACKAGES)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# compat mode: a plain path entry, so twistd finds twisted/plugins from anywhere
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	# Editable; pyproject's package-dir makes it a plain path entry (twisted/plugins found).
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 clients/js/node_modules/.package-lock.json: clients/js/package.json clients/js/package-lock.json
@@ -44,12 +42,17 @@ clients/c/cliente: $(wildcard clients/c/*.c clients/c/*.h) clients/c/Makefile
 	$(MAKE) -C clients/c
 
 run: install
-	$(VENV)/bin/bbd up --servers $(SERVERS) --bots $(BOTS) --data $(DATA)
+	$(VENV)/bin/bbd up --servers $(SERVERS) --bots $(BOTS) --data $(DATA) \
+		$(if $(BASE_PORT),--base-port $(BASE_PORT))
+
+# The board `make run` started (same BASE_PORT, if one was given).
+status: install
+	$(VENV)/bin/bbd status $(if $(BASE_PORT),--base-port $(BASE_PORT))
 
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install lint
+test: install test-packages lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install

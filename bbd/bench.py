@@ -2,39 +2,89 @@
 
 Prints throughput and latency percentiles. Each client is a thread with its own REQ
 socket (pyzmq releases the GIL while it waits), so requests are in flight concurrently.
+
+A board's writes are permanent (there is no delete), so against a shared board every run
+writes as the same user into the same channel, both named BENCH_NAME: the lists grow by
+those two names once, ever. A private board (``on_own_board``) leaves nothing at all.
 """
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import sys
+import tempfile
 import threading
 import time
-import uuid
 from math import nan
+from pathlib import Path
 
-from bbd.client import Client
+from bbd.client import Client, Unavailable, ask_once
+
+BENCH_NAME = "bbd-bench"
+
+
+class NoBoard(Exception):
+    """Nothing answers at the frontend."""
+
+
+def main(frontend: str, clients: list[int], seconds: float, service: str) -> int:
+    """``bbd bench`` against a running board: one line per client count, or one line
+    saying why not."""
+    try:
+        for n in clients:
+            print(line(run(frontend, n, seconds, service)), flush=True)
+    except NoBoard as e:
+        print(f"bbd bench: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def on_own_board(clients: list[int], seconds: float, service: str) -> int:
+    """``bbd bench --own-board``: a private board on free ports, removed afterwards."""
+    from bbd.localcluster import Cluster
+
+    root = Path(tempfile.mkdtemp(prefix="bbd-bench-"))
+    cluster = Cluster(root)
+    try:
+        cluster.start()
+        print(f"private board: 3 servers, broker {cluster.frontend}", flush=True)
+        return main(cluster.frontend, clients, seconds, service)
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def run(frontend: str, clients: int, seconds: float, service: str = "publish") -> dict:
-    tag = uuid.uuid4().hex[:6]
-    setup = Client(frontend, timeout=5)
-    user, channel = f"bench-{tag}", f"bench-{tag}"
-    setup.request("login", {"user": user})
-    setup.request("channel", {"channel": channel})
-    setup.close()
+    # One quick probe first, so a missing board is one line, not three slow retries.
+    if ask_once(frontend, "channels", timeout=2.0) is None:
+        raise NoBoard(f"no board answers at {frontend} (start one with 'bbd up', or give "
+                      "--frontend / --base-port; --own-board measures a private one)")
+    user = channel = BENCH_NAME
+    try:
+        with Client(frontend, timeout=5) as setup:
+            setup.request("login", {"user": user})
+            setup.request("channel", {"channel": channel})  # erro if it exists: fine
+    except Unavailable as e:
+        raise NoBoard(f"the board at {frontend} stopped answering: {e}") from None
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
+    lost = threading.Event()
     stop = time.monotonic() + seconds
 
     def worker(k: int) -> None:
         c = Client(frontend, timeout=5)
         n = 0
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and not lost.is_set():
             n += 1
             data = {"user": user, "channel": channel, "message": f"m{k}-{n}"} \
                 if service == "publish" else {}
             t0 = time.perf_counter()
-            reply = c.request(service, data)
+            try:
+                reply = c.request(service, data)
+            except Unavailable:
+                lost.set()  # the board went away mid-run: every worker stops
+                break
             latencies[k].append(time.perf_counter() - t0)
             if reply.get("status") == "erro":
                 errors[k] += 1
@@ -47,6 +97,8 @@ def run(frontend: str, clients: int, seconds: float, service: str = "publish") -
     for t in threads:
         t.join()
     elapsed = time.monotonic() - began
+    if lost.is_set():
+        raise NoBoard(f"the board at {frontend} stopped answering during the run")
     lat = [x for per in latencies for x in per]
     # Percentiles 1..99 (needs two samples; a run that short reports nothing useful).
     cuts = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [nan] * 99

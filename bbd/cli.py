@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bbd import config, probe
+from bbd.bench import BENCH_NAME
 
 
 def _floats(text: str) -> list[float]:
@@ -29,39 +30,111 @@ def _glue_negative_lists(argv: list[str]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bbd", description="BulletInBoard tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start reference, proxy, broker, servers (and bots)")
-    up.add_argument("--servers", type=int, default=3)
-    up.add_argument("--bots", type=int, default=0)
-    up.add_argument("--bot-interval", type=float, default=3.0)
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1024 <= value <= 65000:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1024..65000")
+    return value
+
+
+def _local(base: int | None, name: str) -> str:
+    """The endpoint of a standard port on this machine, moved with ``--base-port``."""
+    port = config.port(name)
+    if base is not None:
+        port += base - config.port("frontend")
+    return f"tcp://127.0.0.1:{port}"
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown after each option, except where there is none or the text says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = _Help
+    parser = argparse.ArgumentParser(
+        prog="bbd", description="BulletInBoard tools: run a board on this machine, look at "
+        "it, load it. 'bbd COMMAND --help' describes each command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    frontend = config.port("frontend")
+    base_help = ("first port of a board moved off the standard ones, as given to bbd up "
+                 f"--base-port (default: the standard ports of etc/bbd.toml, broker {frontend})")
+    up = sub.add_parser(
+        "up", formatter_class=fmt, help="start reference, proxy, broker, servers (and bots)",
+        description="Start the whole board on 127.0.0.1, each daemon its own twistd process, "
+        "restarted if it dies; Ctrl-C or SIGTERM stops them all. Every port is checked "
+        f"first. Ports: broker {frontend}-{frontend + 1}, proxy {frontend + 2}-"
+        f"{frontend + 3}, reference {frontend + 4}, server i sync and replication "
+        f"{config.port('sync')}+2(i-1) and the next one; --base-port moves them all.")
+    up.add_argument("--servers", type=int, default=3, help="number of replicated servers")
+    up.add_argument("--bots", type=int, default=0, help="number of JS bots to run")
+    up.add_argument("--bot-interval", type=float, default=3.0, metavar="SECONDS",
+                    help="bots' pause between operations (0: as fast as possible)")
     up.add_argument("--data", type=Path, default=Path("run"),
-                    help="directory for each daemon's pid, log and data (default: run)")
-    up.add_argument("--clock-skews", type=_floats, default=[],
-                    help="per-server physical clock skew in seconds, e.g. -3,0,5")
+                    help="directory for each daemon's pid, log and data files")
+    up.add_argument("--base-port", type=_port, default=frontend, metavar="N",
+                    help="move every port: broker N and N+1, proxy N+2 and N+3, reference "
+                    "N+4, servers from N+6 up; bots and the printed client command follow")
+    up.add_argument("--clock-skews", type=_floats, default=[], metavar="S1,S2,...",
+                    help="per-server physical clock skew in seconds, e.g. -3,0,5 (default: none)")
     up.add_argument("--dashboard-port", type=int, default=config.port("dashboard"),
-                    help="the live dashboard's port (default %(default)s; 0: no dashboard)")
+                    metavar="N", help="the live dashboard's web port (0: no dashboard)")
     up.add_argument("--demo", action="store_true",
                     help="dashboard buttons to pause, resume, kill and restart servers")
-    up.add_argument("--metrics-base", type=int, default=config.port("metrics"),
-                    help="server i serves Prometheus /metrics on this port + i - 1 "
-                    "(default %(default)s; 0: off)")
-    st = sub.add_parser("status", help="one row per live server")
-    st.add_argument("--reference", default=f"tcp://127.0.0.1:{config.port('reference')}")
-    st.add_argument("--timeout", type=float, default=1.0)
-    pr = sub.add_parser("probe", help="exit 0 if a daemon answers (Kubernetes probes)")
-    pr.add_argument("daemon", choices=probe.DAEMONS)
+    up.add_argument("--metrics-base", type=int, default=config.port("metrics"), metavar="N",
+                    help="server i serves Prometheus /metrics on port N+i-1 (0: off)")
+    st = sub.add_parser(
+        "status", formatter_class=fmt, help="one row per live server",
+        description="Ask the reference for the live servers, then each server for its "
+        "state: rank, readiness, coordinator, Lamport clock, clock offset, last "
+        "synchronisation, operations applied.")
+    st.add_argument("--reference", default=None,
+                    help="reference endpoint (default: tcp://127.0.0.1:"
+                    f"{config.port('reference')}, or the one of --base-port)")
+    st.add_argument("--base-port", type=_port, default=None, metavar="N", help=base_help)
+    st.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
+                    help="how long to wait for each answer")
+    pr = sub.add_parser("probe", formatter_class=fmt,
+                        help="exit 0 if a daemon answers (Kubernetes probes)")
+    pr.add_argument("daemon", choices=probe.DAEMONS, help="which daemon to ask")
     pr.add_argument("--endpoint", help="default: this host's port for the daemon in "
                     "etc/bbd.toml (a server's sync port, the reference's port)")
     pr.add_argument("--ready", action="store_true",
                     help="server: also require it registered and caught up")
-    pr.add_argument("--timeout", type=float, default=1.0)
-    bench = sub.add_parser("bench", help="load: concurrent clients against the broker")
-    bench.add_argument("--frontend", default=f"tcp://127.0.0.1:{config.port('frontend')}")
-    bench.add_argument("--clients", type=int, nargs="+", default=[1, 16])
-    bench.add_argument("--seconds", type=float, default=5.0)
-    bench.add_argument("--service", default="publish", choices=["publish", "channels"])
+    pr.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
+                    help="how long to wait for the answer")
+    bench = sub.add_parser(
+        "bench", formatter_class=fmt, help="load: concurrent clients against a board",
+        description="Concurrent clients sending requests back to back; prints throughput "
+        "and latency percentiles per client count. Against a running board it writes as "
+        f"one user and into one channel, both named '{BENCH_NAME}' and reused by every "
+        "run (a board's writes are permanent, so a fresh name per run would pile up in "
+        "everyone's lists). --own-board measures a private board instead, which leaves "
+        "nothing behind.")
+    bench.add_argument("--frontend", default=None,
+                       help=f"broker endpoint (default: tcp://127.0.0.1:{frontend}, or the "
+                       "one of --base-port)")
+    bench.add_argument("--base-port", type=_port, default=None, metavar="N", help=base_help)
+    bench.add_argument("--own-board", action="store_true",
+                       help="start a private 3-server board on free ports in a temporary "
+                       "directory, measure it, then stop and delete it")
+    bench.add_argument("--clients", type=int, nargs="+", default=[1, 16], metavar="N",
+                       help="client counts to measure, one run each")
+    bench.add_argument("--seconds", type=float, default=5.0, help="length of each run")
+    bench.add_argument("--service", default="publish", choices=["publish", "channels"],
+                       help="request sent: a post (a write) or a channel list (a read)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(_glue_negative_lists(sys.argv[1:] if argv is None else argv))
 
     if args.command == "up":
@@ -71,12 +144,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--servers must be at least 1")
         if args.demo and not args.dashboard_port:
             parser.error("--demo needs the dashboard (--dashboard-port)")
-        layout = launcher.Layout(args.data.resolve(), servers=args.servers,
-                                 skews=args.clock_skews, dashboard=args.dashboard_port,
-                                 metrics_base=args.metrics_base)
+        layout = launcher.Layout.at_base(args.data.resolve(), args.base_port,
+                                         servers=args.servers, skews=args.clock_skews,
+                                         dashboard=args.dashboard_port,
+                                         metrics_base=args.metrics_base)
+        if layout.frontend + layout.span() > 65536:
+            parser.error(f"--base-port {args.base_port}: {args.servers} servers need ports "
+                         f"up to {layout.frontend + layout.span() - 1}")
         return launcher.run(layout, args.bots, args.bot_interval, demo=args.demo)
     if args.command == "status":
-        return status(args.reference, args.timeout)
+        return status(args.reference or _local(args.base_port, "reference"), args.timeout)
     if args.command == "probe":
         ok, why = probe.probe(args.daemon, args.endpoint, args.ready, args.timeout)
         print(why, file=sys.stdout if ok else sys.stderr)
@@ -84,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from bbd import bench as b
 
-        for n in args.clients:
-            print(b.line(b.run(args.frontend, n, args.seconds, args.service)), flush=True)
-        return 0
+        if args.own_board:
+            return b.on_own_board(args.clients, args.seconds, args.service)
+        return b.main(args.frontend or _local(args.base_port, "frontend"), args.clients,
+                      args.seconds, args.service)
     return 2
 
 

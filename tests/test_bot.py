@@ -17,7 +17,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BOT = ROOT / "clients" / "js" / "bot.js"
-COMPOSE = ROOT / "docker-compose.yml"
 CYCLES = 2
 # Per cycle: users, channel, channels, publish, message, and the loop's 10 posts.
 OPERATIONS_PER_CYCLE = 15
@@ -229,45 +228,3 @@ def test_bot_rejects_bad_options(args):
     )
     assert result.returncode == 2
     assert "usage:" in result.stderr
-
-
-COMPOSE_SERVICES = {"referencia", "broker", "proxy", "servidor", "painel", "cliente",
-                    "cliente_automatico"}
-
-
-def compose(*args):
-    exe = shutil.which("docker-compose")
-    if exe is None:
-        pytest.skip("docker-compose is not installed")
-    return subprocess.run(
-        [exe, "-f", str(COMPOSE), *args], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
-
-
-def test_compose_file_is_valid():
-    result = compose("config", "-q")
-    assert result.returncode == 0, result.stderr
-    services = compose("config", "--services")
-    assert services.returncode == 0, services.stderr
-    assert set(services.stdout.split()) == COMPOSE_SERVICES
-
-
-def test_compose_file_shape():
-    yaml = pytest.importorskip("yaml")  # PyYAML: in the test extras, or this check skips
-    config = yaml.safe_load(COMPOSE.read_text())
-    services = config["services"]
-    assert services["servidor"]["deploy"]["replicas"] == 3
-    assert "/app/dados" in services["servidor"]["volumes"]
-    assert services["cliente"]["container_name"] == "cliente"
-    assert services["cliente"]["stdin_open"] and services["cliente"]["tty"]
-    bots = services["cliente_automatico"]
-    # Scaling needs no fixed name and no host port.
-    assert "container_name" not in bots and "ports" not in bots
-    assert bots["deploy"]["replicas"] == 2
-    # The dashboard: its page published on 8080, watching the board by service names.
-    painel = services["painel"]
-    assert painel["ports"] == ["8080:8080"]
-    assert "bbd-dashboard" in painel["command"]
-    assert "tcp://referencia:5559" in painel["command"]
-    env_file = (ROOT / ".env").read_text().split()
-    assert "COMPOSE_PROJECT_NAME=projeto_sd" in env_file

@@ -7,6 +7,7 @@ need no cluster: an unreachable broker, over-long input, end of input and malfor
 import os
 import re
 import select
+import shutil
 import socket
 import subprocess
 import termios
@@ -150,7 +151,7 @@ def test_session_against_cluster(cliente, cluster, terminals):
     t.lines("3", chan)
     t.expect(f"Canal cadastrado: {chan}")
     t.lines("3", chan)
-    t.expect("Erro: ")  # the channel exists now
+    t.expect("Erro: o canal ja existe")  # the server's English error, in Portuguese
     t.lines("7", chan)
     t.expect(f"Inscrito no canal {chan}")
 
@@ -196,9 +197,18 @@ def test_session_against_cluster(cliente, cluster, terminals):
     t.lines("8", "")
     t.expect(f"[privada] {other} -> {me}: oi privado")
 
-    t.lines("5", chan, "x" * 100_000)
+    t.lines("5", chan, "x" * 300_000)
     t.expect("Erro: linha muito longa")
-    t.lines("5", "n" * 65, "msg")
+    t.lines("5", chan, "x" * 65_537)
+    t.expect("Erro: texto muito longo (maximo 65536 caracteres)")
+    # The longest message the protocol allows, in two-byte characters, goes through whole.
+    longest = "é" * 65_536
+    t.lines("5", chan, longest)
+    t.expect(f"Publicado em {chan}", timeout=20)
+    with Client(cluster.frontend) as py:
+        posts = py.request("history", {"channel": chan})["messages"]
+        assert posts[-1]["message"] == longest
+    t.lines("5", "n" * 65)
     t.expect("Erro: nome muito longo")
     t.line("4")  # still answering
     t.expect(f"  - {chan}")
@@ -230,19 +240,21 @@ def test_long_and_bad_input(cliente, terminals):
     t = terminals([cliente], client_env(f"tcp://127.0.0.1:{free_port()}",
                                         f"tcp://127.0.0.1:{free_port()}", 200))
     t.expect("Opcao: ")
-    t.line("z" * 100_000)
-    t.expect("Erro: linha muito longa")
-    t.lines("1", "a" * 100_000)
+    t.line("z" * 300_000)
+    t.expect("Erro: linha muito longa (maximo 65536 caracteres)")
+    t.lines("1", "a" * 300_000)
     t.expect("Erro: linha muito longa")
     t.lines("1", "b" * 65)
     t.expect("Erro: nome muito longo")
     t.line("1")
     t.send(b"\xff\xfe\n")
     t.expect("Erro: texto nao e UTF-8 valido")
-    t.lines("6", "bob", "oi")  # both lines consumed, then refused
+    t.line("6")  # refused before anything is asked
     t.expect("Erro: faca login primeiro")
+    t.expect("Opcao: ")
+    assert not t.seen("Destinatario: ")
     t.line("42")
-    t.expect("Opcao invalida")
+    t.expect("Opcao invalida (? mostra o menu)")
     t.line("0")
     t.expect("Ate logo!")
     assert t.wait_exit() == 0
@@ -258,8 +270,8 @@ def test_end_of_input_exits_cleanly(cliente, terminals):
     assert t.wait_exit() == 0
     t = terminals([cliente], env, canonical=True)
     t.expect("Opcao: ")
-    t.line("5")
-    t.expect("Canal: ")
+    t.line("7")
+    t.expect("Canal para inscrever: ")
     t.send(b"\x04")
     t.expect("Ate logo!")
     assert t.wait_exit() == 0
@@ -312,3 +324,226 @@ def test_malformed_replies_do_not_crash(cliente):
     assert "resposta invalida" in out
     assert "\x1b" not in out  # control characters from the network are neutralised
     assert not re.search(r"servidor indisponivel", out)  # every request got its (bad) answer
+
+
+class StubBroker:
+    """A broker that answers like a board, with canned lists, and keeps every request."""
+
+    def __init__(self, users=(), channels=(), errors=None):
+        self.users, self.channels = list(users), list(channels)
+        self.errors = errors or {}  # service -> description of an erro reply
+        self.requests = []
+        self.router = zmq.Context.instance().socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.port = self.router.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _answer(self, service, data):
+        if service in self.errors:
+            key = "message" if service in ("publish", "message") else "description"
+            return {"status": "erro", key: self.errors[service]}
+        return {"login": {"status": "sucesso"}, "channel": {"status": "sucesso"},
+                "users": {"users": self.users}, "channels": {"channels": self.channels},
+                "publish": {"status": "OK"}, "message": {"status": "OK"},
+                "history": {"messages": []}}.get(service, {"status": "erro"})
+
+    def _serve(self):
+        while not self.stop.is_set():
+            if self.router.poll(50):
+                frames = self.router.recv_multipart()
+                req = msgpack.unpackb(frames[-1], raw=False)
+                self.requests.append(req)
+                reply = {"service": req["service"],
+                         "data": {**self._answer(req["service"], req["data"]), "clock": 1}}
+                self.router.send_multipart([frames[0], b"", msgpack.packb(reply)])
+
+    def services(self):
+        return [r["service"] for r in self.requests]
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.router.close()
+
+
+@pytest.fixture
+def stub():
+    made = []
+    yield lambda **kw: made.append(StubBroker(**kw)) or made[-1]
+    for s in made:
+        s.close()
+
+
+def test_checks_come_before_the_questions(cliente, terminals, stub):
+    """Login before publish/message, the name and its existence before the text."""
+    b = stub(users=["ana", "bob"], channels=["geral"])
+    t = terminals([cliente], client_env(b.endpoint, f"tcp://127.0.0.1:{free_port()}", 2000))
+    t.expect("Opcao: ")
+    for option in ("5", "6"):
+        t.line(option)
+        t.expect("Erro: faca login primeiro (opcao 1)")
+        t.expect("Opcao: ")
+    assert not t.seen("Canal: ") and not t.seen("Destinatario: ")
+    assert b.requests == [], "nothing is sent before the login"
+    t.lines("1", "ana")
+    t.expect("Login OK: ana")
+    t.lines("6", "")  # empty recipient: refused at once
+    t.expect("Erro: valor vazio")
+    t.expect("Opcao: ")
+    t.lines("6", "carla")  # nobody of that name
+    t.expect("Erro: o usuario carla nao existe")
+    t.expect("Opcao: ")
+    t.lines("5", "naoexiste")
+    t.expect("Erro: o canal naoexiste nao existe (crie-o com [3] Cadastrar canal)")
+    t.expect("Opcao: ")
+    assert not t.seen("Mensagem: "), t.transcript()
+    assert "publish" not in b.services() and "message" not in b.services()
+    t.lines("6", "bob", "oi bob")
+    t.expect("Mensagem enviada para bob")
+    t.lines("5", "geral", "ola")
+    t.expect("Publicado em geral")
+    t.lines("7", "naoexiste")
+    t.expect("Inscrito no canal naoexiste")
+    t.expect("Aviso: o canal naoexiste nao existe (ainda)")
+    t.lines("8", "naoexiste")
+    t.expect("Historico (0 mensagens):")
+    t.expect("Aviso: o canal naoexiste nao existe (ainda); por isso nao ha historico")
+    t.lines("8", "geral")  # an existing channel with no posts: no hint
+    t.expect("Historico (0 mensagens):")
+    t.expect("Opcao: ")
+    assert t.buf.count(b"Aviso: o canal") == 2, t.transcript()
+    sent = [r["data"] for r in b.requests if r["service"] in ("publish", "message")]
+    assert [d["message"] for d in sent] == ["oi bob", "ola"]
+    t.line("0")
+    t.expect("Ate logo!")
+    assert t.wait_exit() == 0
+
+
+def test_menu_is_shown_once_then_on_demand(cliente, terminals, stub):
+    b = stub(channels=["geral"])
+    t = terminals([cliente], client_env(b.endpoint, f"tcp://127.0.0.1:{free_port()}", 2000))
+    t.expect("Opcao: ")
+    for _ in range(3):
+        t.line("4")
+        t.expect("  - geral")
+    t.line("")
+    t.line("4")
+    t.expect("  - geral")
+    t.expect("Opcao: ")
+    assert t.buf.count(b"[1] Login") == 1, t.transcript()
+    t.line("?")
+    t.expect("[1] Login")
+    assert t.buf.count(b"[1] Login") == 2
+    t.line("0")
+    assert t.wait_exit() == 0
+
+
+# The server's English error texts (bbd/state.py, bbd/protocol.py) and what a person reads.
+SERVER_ERRORS = [
+    ("channel", "channel already exists", "o canal ja existe"),
+    ("publish", "channel 'x' does not exist", "o canal 'x' nao existe"),
+    ("message", "user 'zé' has not logged in", "o usuario 'zé' nao fez login"),
+    ("channel", "channel name is empty", "nome de canal vazio"),
+    ("login", "user name is longer than 64 characters",
+     "nome de usuario longo demais (maximo 64 caracteres)"),
+    ("login", "user name has leading or trailing blanks",
+     "nome de usuario com espacos no inicio ou no fim"),
+    ("channel", "channel name contains control characters",
+     "nome de canal com caracteres de controle"),
+    ("login", "'servers' is a reserved name", "'servers' e um nome reservado"),
+    ("publish", "message is empty", "mensagem vazia"),
+    ("message", "message is longer than 65536 characters", "mensagem longa demais"),
+    ("login", "missing field 'user'", "falta o campo 'user'"),
+    ("login", "field 'user' must be a string, got int", "o campo 'user' deve ser texto"),
+    ("login", "field 'id' must be 1 to 128 characters", "o campo 'id' deve ter de 1 a 128"),
+    ("login", "internal error; the request was not applied", "erro interno no servidor"),
+    ("login", "unknown service 'login'", "servico desconhecido 'login'"),
+    ("login", "text is not valid UTF-8", "texto nao e UTF-8 valido"),
+    ("login", "frame is not valid MessagePack (ExtraData)", "pedido ilegivel"),
+    ("login", "something new", "erro do servidor: something new"),
+]
+
+
+@pytest.mark.parametrize("service,english,portuguese", SERVER_ERRORS)
+def test_server_errors_are_shown_in_portuguese(cliente, stub, service, english, portuguese):
+    b = stub(users=["ana", "bob"], channels=["geral"], errors={service: english})
+    script = {"login": "1\nana\n0\n", "channel": "3\ngeral\n0\n",
+              "publish": "1\nana\n5\ngeral\nola\n0\n",
+              "message": "1\nana\n6\nbob\noi\n0\n"}[service]
+    if service != "login":
+        b.errors = {service: english}
+    r = subprocess.run([cliente], input=script.encode(), capture_output=True, timeout=30,
+                       env=client_env(b.endpoint, f"tcp://127.0.0.1:{free_port()}", 2000))
+    out = r.stdout.decode()
+    assert r.returncode == 0, out
+    assert f"Erro: {portuguese}" in out, out
+    if "something new" not in english:
+        assert english not in out, out
+
+
+def test_a_terminal_line_may_be_as_long_as_the_protocol_allows(cliente, terminals, stub):
+    """A terminal in its normal mode cuts lines at 4095 bytes; the client edits lines itself
+    so that 65,536 characters get through, and Backspace still works."""
+    b = stub(users=["ana"], channels=["geral"])
+    t = terminals([cliente], client_env(b.endpoint, f"tcp://127.0.0.1:{free_port()}", 2000),
+                  canonical=True)
+    t.expect("Opcao: ")
+    t.lines("1", "ana")
+    t.expect("Login OK: ana")
+    longest = "ç" * 65_536
+    t.lines("5", "geral", longest)
+    t.expect("Publicado em geral", timeout=30)
+    t.lines("5", "geral")
+    t.expect("Mensagem: ")
+    t.send("abx\x7fc\x1b[Dd\n")  # Backspace erases x, the arrow key is ignored
+    t.expect("Publicado em geral")
+    t.lines("5", "geral")
+    t.expect("Mensagem: ")
+    t.send("rascunho\x15ok\n")  # Ctrl-U erases the line typed so far
+    t.expect("Publicado em geral")
+    sent = [r["data"]["message"] for r in b.requests if r["service"] == "publish"]
+    assert sent == [longest, "abcd", "ok"]
+    t.send(b"\x04")  # Ctrl-D at an empty prompt
+    t.expect("Ate logo!")
+    assert t.wait_exit() == 0
+    # The terminal got its mode back.
+    attrs = termios.tcgetattr(t.fd)
+    assert attrs[3] & termios.ICANON and attrs[3] & termios.ECHO
+
+
+def _stops_on_sigterm(t, pid):
+    started = time.monotonic()
+    os.kill(pid, 15)
+    t.expect("Ate logo!", timeout=5)
+    assert time.monotonic() - started < 2
+
+
+def test_sigterm_stops_the_client(cliente, terminals):
+    env = client_env(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", 5000)
+    t = terminals([cliente], env)
+    t.expect("Opcao: ")
+    _stops_on_sigterm(t, t.proc.pid)
+    assert t.wait_exit() == 0
+    # Also in the middle of a request that gets no answer.
+    t = terminals([cliente], env)
+    t.expect("Opcao: ")
+    t.line("2")
+    time.sleep(0.3)  # inside the 5 s wait for a reply
+    _stops_on_sigterm(t, t.proc.pid)
+    assert t.wait_exit() == 0
+
+
+def test_sigterm_stops_the_client_as_pid_1(cliente, terminals):
+    """As in a container without an init: PID 1 ignores signals it has no handler for."""
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is needed for this test"
+    env = client_env(f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", 2000)
+    t = terminals([unshare, "--pid", "--fork", cliente], env)
+    t.expect("Opcao: ")
+    children = Path(f"/proc/{t.proc.pid}/task/{t.proc.pid}/children").read_text().split()
+    assert len(children) == 1
+    _stops_on_sigterm(t, int(children[0]))
+    assert t.wait_exit() == 0

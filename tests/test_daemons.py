@@ -297,6 +297,7 @@ def test_bbd_up_runs_restarts_and_stops(tmp_path) -> None:
                 return False
         wait_for(serving, 30, "bbd up to serve")
         pid_file = tmp_path / "up" / "servidor-1" / "twistd.pid"
+        wait_for(pid_file.exists, 30, "servidor-1 to write its pid file")
         old = int(pid_file.read_text())
         os.kill(old, signal.SIGKILL)
         def restarted() -> bool:

@@ -284,9 +284,11 @@ def test_bots_reach_the_broker_and_proxy(objects: dict) -> None:
 
 def test_data_path_is_compose_s(objects: dict) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    for service in ("servidor", "referencia"):
-        assert compose["services"][service]["volumes"] == [DATA]
-        assert volume_path(objects[("StatefulSet", service)], "dados") == DATA
+    for service, workload in [("servidor-1", "servidor"), ("servidor-3", "servidor"),
+                              ("referencia", "referencia")]:
+        mounts = [v.split(":", 1)[1] for v in compose["services"][service]["volumes"]]
+        assert mounts == [DATA]
+        assert volume_path(objects[("StatefulSet", workload)], "dados") == DATA
 
 
 def test_a_drain_takes_one_server_and_replicas_spread(objects: dict) -> None:

@@ -112,6 +112,7 @@ class Coordinator(service.Service):
         self._round_again: str | None = None
         self._round_later: Any = None
         self._last_round = -math.inf
+        self._announced_ranks: dict[str, int] = {}  # heard on `servers`, for the log
 
     # -- service life ------------------------------------------------------------------
 
@@ -241,8 +242,9 @@ class Coordinator(service.Service):
                      coordinator=name, rank=bully.rank)
             self.request_round("elected")
         else:
-            log.info("election: coordinator is now {coordinator} (rank {rank})",
-                     coordinator=name, rank=bully.peers.get(name))
+            rank = bully.peers.get(name, self._announced_ranks.get(name))
+            log.info("election: coordinator is now {coordinator}{rank}", coordinator=name,
+                     rank="" if rank is None else f" (rank {rank})")
 
     def _reschedule(self) -> None:
         """One timer at the machine's next deadline, so its timeouts fire on time without
@@ -293,8 +295,10 @@ class Coordinator(service.Service):
                                timestamp=self.server.physical.now())
         sent = self.server.publisher.publish(TOPIC, protocol.encode(msg))
         if action.repeat:
-            log.debug("re-announced {coordinator} on {topic}", coordinator=action.coordinator,
-                      topic=TOPIC)
+            # Repeated every announce_interval: only a dropped one is news.
+            if not sent:
+                log.warn("re-announcement of {coordinator} dropped: proxy queue full",
+                         coordinator=action.coordinator)
         else:
             log.info("announced {coordinator} (rank {rank}) on {topic}{dropped}",
                      coordinator=action.coordinator, rank=self.server.rank, topic=TOPIC,
@@ -320,6 +324,8 @@ class Coordinator(service.Service):
             return
         rank = req.data.get("rank")
         rank = rank if protocol.is_count(rank) else None
+        if rank is not None:
+            self._announced_ranks[name] = rank  # for the log, before the reference lists it
         if name != self.bully.coordinator and name != self.name:
             log.info("election: announcement of {coordinator} (rank {rank})",
                      coordinator=name, rank=rank)

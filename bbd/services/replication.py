@@ -122,12 +122,20 @@ class Replication:
                 results = yield defer.DeferredList(
                     [self._ask(p.repl_client, "replicate", data) for p in peers],
                     consumeErrors=True)
+                competitors = []
                 for peer, (ok, reply) in zip(peers, results, strict=True):
                     if not ok:
                         self._peer_down(peer, reply.getErrorMessage())
                         continue
-                    # Competitors are durable at the peer; ours follow in the background.
-                    self._take(Op.from_dict(c) for c in reply.get("competitors") or [])
+                    competitors += [Op.from_dict(c) for c in reply.get("competitors") or []]
+                if competitors:
+                    # Held (durable, then applied) before the writes are decided: an op
+                    # that beats ours must count in its outcome.
+                    _, durable = self._take(competitors)
+                    yield durable
+        except ProtocolError as e:
+            log.error("competitors of {n} operations not taken: {why}", n=len(batch),
+                      why=e.description)
         except Exception:
             log.failure("replication of {n} operations failed", n=len(batch))
         finally:
@@ -181,6 +189,8 @@ class Replication:
             raise ProtocolError(str(e), "replicate") from None
         _, durable = self._take(ops)
         yield durable  # journaled before we ack: the origin may then tell its client
+        keys = {key for op in ops for key in op.keys()}
+        yield self.unapplied_where(lambda own: not keys.isdisjoint(own.keys()))
         if ops:
             self._mark_up(self.peers.get(ops[0].origin))
         beaten = {c.id: c for op in ops for c in self.board.competitors(op)}

@@ -66,6 +66,7 @@ class ServerConfig:
     berkeley_every: int = 10
     election_answer_timeout: float = 0.5
     election_announce_timeout: float = 1.5
+    reference_patience: float = 5.0  # seconds at start before a silent reference is logged
 
     def endpoint(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -81,6 +82,11 @@ class _Settling:
         d: defer.Deferred = defer.Deferred()
         self.waiters.append(d)
         return d
+
+    def fire(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            d.callback(None)
 
 
 class BoardServer(Replication, service.Service):
@@ -104,7 +110,8 @@ class BoardServer(Replication, service.Service):
         # Client requests that arrived while catching up: (arrival, envelope, body).
         self.queued: list[tuple[float, list[bytes], bytes]] = []
         self.settling: dict[str, _Settling] = {}  # own ops between proposal and reply, by id
-        self.proposed: dict[str, str] = {}  # request id -> own op id not yet applied
+        # Own ops on their way to the journal, not yet applied (visible only once durable).
+        self.unapplied: dict[str, tuple[Op, _Settling]] = {}
         self.storage_error: str | None = None  # why the journal last failed, until it works
         self._outbox: list[tuple[Op, defer.Deferred]] = []
         self._outbox_call: Any = None
@@ -114,6 +121,8 @@ class BoardServer(Replication, service.Service):
         self.handled = 0
         self._last_tick = clock.seconds()  # for pause detection
         self._reference_lost = False
+        self._reference_warned = False  # a line said so; the next success says it is back
+        self._started_at = clock.seconds()
         self._cut_off = False
         self.factory = None
         self.frontend = None
@@ -147,7 +156,7 @@ class BoardServer(Replication, service.Service):
             self._on_sync, mb)
         self.publisher = sockets.Publisher(self.factory, [sockets.connect(self.cfg.publish)])
         self.reference = sockets.DealerClient(self.factory, self.cfg.reference, self.clock, mb)
-        self._last_tick = self.clock.seconds()
+        self._last_tick = self._started_at = self.clock.seconds()
         self._start_up().addErrback(self._start_failed)
 
     def _restore(self) -> None:
@@ -267,14 +276,24 @@ class BoardServer(Replication, service.Service):
                     return
             reply = yield self._ask(self.reference, "list", {})
             self._update_peers(reply.get("list") or [])
-            if self._reference_lost:
+            if self._reference_warned:
                 log.info("reference {ref} reachable again", ref=self.cfg.reference)
-                self._reference_lost = False
+            self._reference_lost = self._reference_warned = False
         except Exception as e:
-            if not self._reference_lost:
+            self._reference_lost = self._cut_off = True
+            if not self.running or self._reference_warned:
+                return  # stopping, or already said: log changes, not repetitions
+            if self.ready:
                 log.warn("reference {ref} unreachable ({why}); keeping the last peer list",
                          ref=self.cfg.reference, why=str(e))
-            self._reference_lost = self._cut_off = True
+                self._reference_warned = True
+            elif self.clock.seconds() - self._started_at > self.cfg.reference_patience:
+                # At start the reference is often still starting too: only a long wait is
+                # worth a line.
+                log.warn("still waiting for the reference {ref} after {s:.0f} s ({why})",
+                         ref=self.cfg.reference, s=self.clock.seconds() - self._started_at,
+                         why=str(e))
+                self._reference_warned = True
 
     # -- client requests -------------------------------------------------------------
 
@@ -349,9 +368,9 @@ class BoardServer(Replication, service.Service):
     def _write(self, req: Request, kind: str, fields: dict[str, str], subject: str) -> Any:
         service_ = req.service
         rid = protocol.request_id(req.data, service_)
-        if rid is not None and rid in self.proposed:
+        if rid is not None:
             # A retry of a write still on its way to the journal: wait for its fate.
-            yield self.settling[self.proposed[rid]].wait()
+            yield self.unapplied_where(lambda own: own.rid == rid)
         op = self.board.by_rid(rid) if rid is not None else None
         if op is not None:
             # A retry: answer as the original was answered, never apply twice.
@@ -367,8 +386,8 @@ class BoardServer(Replication, service.Service):
         op = self.board.propose(kind, fields, clock=self.lamport.tick(),
                                 timestamp=self.physical.now(), rid=rid)
         settling = self.settling[op.id] = _Settling()
-        if rid is not None:
-            self.proposed[rid] = op.id
+        durable = _Settling()
+        self.unapplied[op.id] = (op, durable)
         try:
             try:
                 yield self.committer.submit([op.to_dict()])
@@ -376,16 +395,16 @@ class BoardServer(Replication, service.Service):
                 self._storage_failed(op, e)
                 raise ProtocolError("storage unavailable on this server (" + e.strerror
                                     + "); the request was not applied", service_) from None
+            else:
+                self._storage_works()
+                self.board.apply(op)
             finally:
-                if rid is not None:
-                    self.proposed.pop(rid, None)
-            self._storage_works()
-            self.board.apply(op)
+                del self.unapplied[op.id]
+                durable.fire()
             yield self._replicate(op)
         finally:
             del self.settling[op.id]
-            for d in settling.waiters:
-                d.callback(None)
+            settling.fire()
         result = self._result(service_, op, subject, retry=False)
         if self.board.visible(op) and kind in ("publish", "message"):
             self._announce(op)
@@ -399,6 +418,15 @@ class BoardServer(Replication, service.Service):
         if why:
             raise ProtocolError(why, service_)
         return protocol.success_data(service_)
+
+    def unapplied_where(self, match: Callable[[Op], bool]) -> defer.Deferred:
+        """Fires once every own op that ``match`` picks among those still on their way to
+        the journal is applied (or refused). A peer's ``replicate`` waits for its rivals
+        here before answering with competitors: an origin holds its own op before its peers
+        can learn of it, so two concurrent creators of a name still each learn of the
+        other and decide alike."""
+        waits = [durable.wait() for own, durable in self.unapplied.values() if match(own)]
+        return defer.gatherResults(waits) if waits else defer.succeed(None)
 
     def _storage_failed(self, op: Op, error: OSError) -> None:
         """The journal batch holding ``op`` was not written (and was cut back): the op never

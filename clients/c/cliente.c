@@ -3,7 +3,9 @@
 #include "entrada.h"
 #include "mp.h"
 #include "rede.h"
+#include "traducao.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +76,7 @@ static int read_line(app_t *a, const char *prompt, char *buf, size_t *n)
     if (rc == LINHA_FIM)
         return ASK_EOF;
     if (rc == LINHA_LONGA) {
-        printf("Erro: linha muito longa (maximo %d bytes), ignorada\n", LINE_MAX_BYTES);
+        printf("Erro: linha muito longa (maximo %d caracteres), ignorada\n", LINE_MAX_CHARS);
         return ASK_INVALID;
     }
     return ASK_OK;
@@ -88,6 +90,10 @@ static bool check_text(const char *p, size_t n, bool allow_empty)
     }
     if (n == 0 && !allow_empty) {
         printf("Erro: valor vazio\n");
+        return false;
+    }
+    if (utf8_chars(p, n) > LINE_MAX_CHARS) {
+        printf("Erro: texto muito longo (maximo %d caracteres)\n", LINE_MAX_CHARS);
         return false;
     }
     return true;
@@ -132,7 +138,7 @@ static bool report_status(const msgpack_object *data, const char *success)
     if (!has_text)
         has_text = mp_str(mp_get(data, "message"), &p, &n) && n > 0;
     if (has_text)
-        mp_print_text(stdout, p, n);
+        traduz_erro(stdout, p, n);
     else if (st == NULL)
         fputs("resposta sem status", stdout);
     else
@@ -217,22 +223,31 @@ static int do_channel(app_t *a)
     return ASK_OK;
 }
 
-/* Publish and private message share their shape: a name, then the text. Both lines are
- * read before anything is checked, so a rejected first line never becomes a menu choice. */
+/* Publish and private message share their shape: a name, then the text. Each step is
+ * checked as soon as it can be: the login before anything is asked, the name (and that the
+ * channel or recipient exists) before the text is asked for. */
 static int do_send(app_t *a, bool priv)
 {
+    if (!need_login(a))
+        return ASK_OK;
     char *target, *msg = a->line2;
     size_t tn, mn;
-    int rc1 = read_line(a, priv ? "Destinatario: " : "Canal: ", a->line, &tn);
-    if (rc1 == ASK_EOF)
-        return ASK_EOF;
-    int rc2 = read_line(a, "Mensagem: ", a->line2, &mn);
-    if (rc2 == ASK_EOF)
-        return ASK_EOF;
-    target = a->line;
-    if (rc1 != ASK_OK || rc2 != ASK_OK || !check_name(&target, &tn, false) ||
-        !check_text(msg, mn, false) || !need_login(a))
+    int rc = ask_name(a, priv ? "Destinatario: " : "Canal: ", false, &target, &tn);
+    if (rc != ASK_OK)
+        return rc;
+    switch (rede_na_lista(&a->rede, priv ? "users" : "channels", target, tn)) {
+    case -1:
+        return ASK_OK; /* no list: the reason was shown */
+    case 0:
+        if (priv)
+            printf("Erro: o usuario %s nao existe (ninguem entrou com esse nome)\n", target);
+        else
+            printf("Erro: o canal %s nao existe (crie-o com [3] Cadastrar canal)\n", target);
         return ASK_OK;
+    }
+    rc = read_line(a, "Mensagem: ", a->line2, &mn);
+    if (rc != ASK_OK || !check_text(msg, mn, false))
+        return rc == ASK_EOF ? ASK_EOF : ASK_OK;
 
     resposta_t resp;
     bool ok;
@@ -253,6 +268,14 @@ static int do_send(app_t *a, bool priv)
     return ASK_OK;
 }
 
+/* After a subscription or an empty history: a channel that does not exist gets a hint. */
+static void hint_missing_channel(app_t *a, const char *name, size_t n, const char *what)
+{
+    if (rede_na_lista(&a->rede, "channels", name, n) == 0)
+        printf("Aviso: o canal %s nao existe (ainda); %s. Crie-o com [3] Cadastrar canal.\n",
+               name, what);
+}
+
 static int do_subscribe(app_t *a)
 {
     char *name;
@@ -261,7 +284,10 @@ static int do_subscribe(app_t *a)
     if (rc != ASK_OK)
         return rc;
     switch (rede_canal(&a->rede, name, n)) {
-    case 1: printf("Inscrito no canal %s\n", name); break;
+    case 1:
+        printf("Inscrito no canal %s\n", name);
+        hint_missing_channel(a, name, n, "as publicacoes aparecem quando ele existir");
+        break;
     case 0: printf("Ja inscrito no canal %s\n", name); break;
     default: printf("Erro: falha ao inscrever no canal %s\n", name); break;
     }
@@ -310,6 +336,8 @@ static int do_history(app_t *a)
         return ASK_OK;
     }
     printf("Historico (%u mensagens):\n", (unsigned)list->via.array.size);
+    if (list->via.array.size == 0 && n > 0)
+        hint_missing_channel(a, name, n, "por isso nao ha historico");
     for (uint32_t i = 0; i < list->via.array.size; i++) {
         const msgpack_object *it = mp_map(&list->via.array.ptr[i]);
         fputs("  ", stdout);
@@ -348,8 +376,29 @@ static void menu(void)
           "[6] Mensagem privada\n"
           "[7] Inscrever em canal\n"
           "[8] Historico\n"
-          "[0] Sair\n",
+          "[0] Sair\n"
+          "[?] Mostrar este menu de novo\n",
           stdout);
+}
+
+/* SIGTERM (docker stop), SIGINT (Ctrl-C), SIGHUP (terminal closed): leave the current wait
+ * and exit normally. Without a handler, a client running as PID 1 in a container would
+ * ignore SIGTERM. No SA_RESTART, so the waits see EINTR. */
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    bbd_parar = 1;
+}
+
+static void catch_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 static int timeout_from_env(void)
@@ -375,15 +424,17 @@ int main(void)
         proxy = "tcp://localhost:5558";
 
     static app_t app; /* large input buffers: keep them off the stack */
+    catch_stop_signals();
     if (rede_init(&app.rede, broker, proxy, timeout_from_env()) != 0) {
         rede_close(&app.rede);
         return 2;
     }
+    entrada_inicio(&app.in, &app.rede);
     printf("BulletInBoard - cliente C (broker %s, proxy %s)\n", broker, proxy);
+    menu();
 
     int rc = ASK_OK;
-    while (rc != ASK_EOF) {
-        menu();
+    while (rc != ASK_EOF && !bbd_parar) {
         char *opt = app.line;
         size_t n;
         rc = read_line(&app, "Opcao: ", app.line, &n);
@@ -392,7 +443,7 @@ int main(void)
         trim(&opt, &n);
         if (n != 1) {
             if (n > 0)
-                printf("Opcao invalida\n");
+                printf("Opcao invalida (? mostra o menu)\n");
             continue;
         }
         switch (opt[0]) {
@@ -404,11 +455,13 @@ int main(void)
         case '6': rc = do_send(&app, true); break;
         case '7': rc = do_subscribe(&app); break;
         case '8': rc = do_history(&app); break;
+        case '?': case 'm': case 'M': case 'h': menu(); break;
         case '0': rc = ASK_EOF; break;
-        default: printf("Opcao invalida\n"); break;
+        default: printf("Opcao invalida (? mostra o menu)\n"); break;
         }
         fflush(stdout);
     }
+    entrada_fim(&app.in);
     printf("Ate logo!\n");
     fflush(stdout);
     rede_close(&app.rede);

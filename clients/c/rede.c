@@ -13,6 +13,8 @@
  * arbitrarily large frames; history replies are far below this. */
 static const int64_t MAX_FRAME = 16 * 1024 * 1024;
 
+volatile sig_atomic_t bbd_parar = 0;
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -229,6 +231,10 @@ bool rede_pedido(rede_t *r, const char *service, const campo_t *fields, size_t n
         if (zmq_send(r->req, sb.data, sb.size, 0) >= 0) {
             int64_t deadline = now_ms() + r->timeout_ms;
             for (;;) {
+                if (bbd_parar) {
+                    done = true;
+                    break;
+                }
                 int64_t left = deadline - now_ms();
                 if (left <= 0)
                     break;
@@ -237,6 +243,10 @@ bool rede_pedido(rede_t *r, const char *service, const campo_t *fields, size_t n
                     { r->sub, 0, ZMQ_POLLIN, 0 },
                 };
                 int rc = zmq_poll(items, 2, (long)left);
+                if (rc < 0 && errno == EINTR && bbd_parar) {
+                    done = true; /* stopping: no retry, no message */
+                    break;
+                }
                 if (rc < 0) {
                     if (errno == EINTR)
                         continue;
@@ -267,6 +277,28 @@ bool rede_pedido(rede_t *r, const char *service, const campo_t *fields, size_t n
     }
     msgpack_sbuffer_destroy(&sb);
     return ok;
+}
+
+int rede_na_lista(rede_t *r, const char *service, const char *name, size_t n)
+{
+    resposta_t resp;
+    if (!rede_pedido(r, service, NULL, 0, &resp))
+        return -1;
+    const msgpack_object *list = mp_get(resp.data, service);
+    int found = -1;
+    if (list && list->type == MSGPACK_OBJECT_ARRAY) {
+        found = 0;
+        for (uint32_t i = 0; i < list->via.array.size && !found; i++) {
+            const char *p;
+            size_t len;
+            if (mp_str(&list->via.array.ptr[i], &p, &len) && len == n && memcmp(p, name, n) == 0)
+                found = 1;
+        }
+    } else {
+        printf("Erro: resposta sem a lista '%s'\n", service);
+    }
+    resposta_free(&resp);
+    return found;
 }
 
 static ssize_t chan_index(const rede_t *r, const char *p, size_t n)
@@ -321,8 +353,11 @@ static void show_publication(rede_t *r, const char *topic, size_t tn, const char
     fputs(": ", stdout);
     mp_print_field(stdout, f, "message", "");
     putchar('\n');
-    if (r->prompt)
+    if (r->prompt) {
         fputs(r->prompt, stdout);
+        if (r->reeco)
+            r->reeco(r->reeco_ctx);
+    }
     fflush(stdout);
 out:
     msgpack_unpacked_destroy(&u);

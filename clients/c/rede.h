@@ -5,6 +5,7 @@
 
 #include "mp.h"
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,7 +35,12 @@ typedef struct {
     topico_t *chans;         /* channels subscribed with [7] */
     size_t nchans;
     const char *prompt;      /* prompt on screen, reprinted after a publication */
+    void (*reeco)(void *);   /* ... followed by what was typed so far, if set */
+    void *reeco_ctx;
 } rede_t;
+
+/* Set by the SIGTERM / SIGINT / SIGHUP handler: every wait gives up and the client exits. */
+extern volatile sig_atomic_t bbd_parar;
 
 typedef struct {
     char *buf;               /* reply bytes; the decoded objects point into it */
@@ -52,6 +58,10 @@ void rede_close(rede_t *r);
 bool rede_pedido(rede_t *r, const char *service, const campo_t *fields, size_t nfields,
                  resposta_t *out);
 void resposta_free(resposta_t *resp);
+
+/* Asks for a list (`users` or `channels`) and tells whether `name` is in it: 1 yes, 0 no,
+ * -1 if the list could not be had (the reason is shown). */
+int rede_na_lista(rede_t *r, const char *service, const char *name, size_t n);
 
 /* Handles every publication waiting on the SUB socket. */
 void rede_publicacoes(rede_t *r);
