@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="directory for each daemon's pid, log and data files")
     up.add_argument("--base-port", type=_port, default=frontend, metavar="N",
                     help="move every port: broker N and N+1, proxy N+2 and N+3, reference "
-                    "N+4, servers from N+6 up; bots and the printed client command follow")
+                    "N+4, broker status N+5, servers from N+6 up; bots and the printed client "
+                    "command follow")
     up.add_argument("--clock-skews", type=_floats, default=[], metavar="S1,S2,...",
                     help="per-server physical clock skew in seconds, e.g. -3,0,5 (default: none)")
     up.add_argument("--dashboard-port", type=int, default=None, metavar="N",
@@ -100,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--reference", default=None,
                     help="reference endpoint (default: tcp://127.0.0.1:"
                     f"{config.port('reference')}, or the one of --base-port)")
+    st.add_argument("--broker", default=None,
+                    help="the broker's status endpoint, its view of each server (default: "
+                    f"tcp://127.0.0.1:{config.port('broker_status')}, or the one of "
+                    "--base-port)")
     st.add_argument("--base-port", type=_port, default=None, metavar="N", help=base_help)
     st.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
                     help="how long to wait for each answer")
@@ -165,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"up to {layout.frontend + layout.span() - 1}")
         return launcher.run(layout, args.bots, args.bot_interval, demo=args.demo)
     if args.command == "status":
-        return status(args.reference or _local(args.base_port, "reference"), args.timeout)
+        return status(args.reference or _local(args.base_port, "reference"), args.timeout,
+                      args.broker or _local(args.base_port, "broker_status"))
     if args.command == "probe":
         ok, why = probe.probe(args.daemon, args.endpoint, args.ready, args.timeout)
         print(why, file=sys.stdout if ok else sys.stderr)
@@ -185,30 +191,48 @@ def _clock_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
-def status(reference: str, timeout: float) -> int:
+def _broker_columns(worker: dict | None) -> tuple[str, str]:
+    """What the broker thinks of a server: routing to it or why not, requests in flight."""
+    if worker is None:
+        return "unknown", ""
+    if worker["routing"]:
+        state = "routing"
+    elif not worker["live"]:
+        state = f"silent {worker['silent']:.1f} s"
+    else:
+        state = "not ready" if not worker["ready"] else "warming up"
+    return state, str(worker["in_flight"])
+
+
+def status(reference: str, timeout: float, broker: str | None = None) -> int:
     from bbd.client import ask_once
 
     listing = ask_once(reference, "list", timeout=timeout)
     if listing is None:
         print(f"reference {reference} does not answer", file=sys.stderr)
         return 1
+    view = ask_once(broker, "status", timeout=timeout) if broker else None
+    workers = {w["name"]: w for w in (view or {}).get("workers", [])}
     rows = [("", "name", "rank", "ready", "coordinator", "lamport", "offset s", "last sync (UTC)",
-             "applied")]
+             "applied", "broker", "in flight")]
     for entry in listing.get("list", []):
         s = ask_once(entry["sync"], "status", timeout=timeout) if entry.get("sync") else None
+        seen_by_broker = _broker_columns(workers.get(entry["name"]))
         if s is None:
             rows.append(("?", entry["name"], str(entry["rank"]), "no answer", "", "", "", "",
-                         ""))
+                         "", *seen_by_broker))
             continue
         mark = "*" if s.get("coordinator") == s.get("name") else ""
         last = s.get("last_sync")
         rows.append((mark, s["name"], str(s["rank"]), str(s["ready"]),
                      str(s.get("coordinator")), str(s["clock"]), f"{s['offset']:+.4f}",
-                     "never" if last is None else _clock_time(last), str(s["applied"])))
+                     "never" if last is None else _clock_time(last), str(s["applied"]),
+                     *seen_by_broker))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    print("(* = coordinator)")
+    print("(* = coordinator; broker, in flight: the broker's view"
+          + (")" if view else f", but the broker at {broker} does not answer)"))
     return 0
 
 

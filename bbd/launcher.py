@@ -58,7 +58,9 @@ class Layout:
     reference: int = field(default_factory=lambda: config.port("reference"))
     server_base: int = field(default_factory=lambda: config.port("sync"))
     skews: list[float] = field(default_factory=list)
-    dashboard: int = 0  # the dashboard's HTTP port (0: no dashboard); --base-port leaves it
+    broker_status: int = field(default_factory=lambda: config.port("broker_status"))
+    routing: str = "readiness"  # the broker's; "round-robin" is today's plain relay
+    dashboard: int = 0  # the dashboard's HTTP port (0: no dashboard)
     metrics_base: int = 0  # server i serves /metrics on metrics_base + i - 1 (0: off)
 
     @classmethod
@@ -68,13 +70,14 @@ class Layout:
         def at(name: str) -> int:
             return base + config.port(name) - config.port("frontend")
         return cls(data, frontend=base, backend=at("backend"), xsub=at("xsub"),
-                   xpub=at("xpub"), reference=at("reference"), server_base=at("sync"), **kw)
+                   xpub=at("xpub"), reference=at("reference"), server_base=at("sync"),
+                   broker_status=at("broker_status"), **kw)
 
     def ports(self) -> list[tuple[str, int]]:
         """Every port the board binds, with whose it is."""
         out = [("broker frontend", self.frontend), ("broker backend", self.backend),
                ("proxy XSUB", self.xsub), ("proxy XPUB", self.xpub),
-               ("reference", self.reference)]
+               ("reference", self.reference), ("broker status", self.broker_status)]
         for i in range(1, self.servers + 1):
             sync, repl = self.server_ports(i)
             name = self.server_name(i)
@@ -115,7 +118,9 @@ class Layout:
 
     def broker_daemon(self) -> Daemon:
         return Daemon("broker", "bbd-broker", ["--frontend", self.url(self.frontend),
-                                               "--backend", self.url(self.backend)],
+                                               "--backend", self.url(self.backend),
+                                               "--status", self.url(self.broker_status),
+                                               "--routing", self.routing],
                       self.data / "broker")
 
     def server_daemon(self, i: int, extra: list[str] | None = None) -> Daemon:
@@ -126,6 +131,8 @@ class Layout:
                 "--broker", self.url(self.backend), "--publish", self.url(self.xsub),
                 "--subscribe", self.url(self.xpub), "--reference", self.url(self.reference),
                 "--sync-port", str(sync), "--replication-port", str(repl)]
+        if self.routing != "readiness":
+            args += ["--routing", self.routing]
         if i <= len(self.skews) and self.skews[i - 1]:
             args += ["--clock-skew", str(self.skews[i - 1])]
         if self.metrics_base:

@@ -19,7 +19,9 @@ from bbd.launcher import Daemon, Layout
 def _free_block(n: int) -> int:
     """A base port with ``n`` consecutive free ports after it."""
     for _ in range(200):
-        base = random.randrange(20000, 60000 - n)
+        # Below Linux's ephemeral range (32768+): a port found free there can be taken by
+        # any outgoing connection before the daemon binds it.
+        base = random.randrange(20000, 32768 - n)
         socks = []
         try:
             for p in range(base, base + n):
@@ -54,11 +56,13 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 class Cluster:
     def __init__(self, root: Path, servers: int = 3, skews: list[float] | None = None,
-                 server_args: list[str] | None = None, env: dict[str, str] | None = None):
+                 server_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 routing: str = "readiness"):
         base = _free_block(5 + 2 * servers + 2)
         self.layout = Layout(root, servers=servers, frontend=base, backend=base + 1,
                              xsub=base + 2, xpub=base + 3, reference=base + 4,
-                             server_base=base + 5, skews=skews or [])
+                             server_base=base + 5, skews=skews or [],
+                             broker_status=base + 5 + 2 * servers, routing=routing)
         self.server_args = server_args or []
         self.env = {**os.environ, **(env or {})}
         self.procs: dict[str, subprocess.Popen] = {}
@@ -71,6 +75,10 @@ class Cluster:
     @property
     def xpub(self) -> str:
         return self.layout.url(self.layout.xpub)
+
+    @property
+    def broker_status(self) -> str:
+        return self.layout.url(self.layout.broker_status)
 
     @property
     def reference(self) -> str:
@@ -132,6 +140,8 @@ class Cluster:
         if name == "reference":
             return self.ask(self.reference, "list") is not None
         s = self.status(name)
+        if self.layout.routing == "readiness":  # ... and the broker routes to it
+            return bool(s and s.get("ready") and s.get("broker", {}).get("routing"))
         return bool(s and s.get("ready"))
 
     def relay_port(self, name: str) -> tuple[str, int] | None:
@@ -146,6 +156,10 @@ class Cluster:
 
     def status(self, name: str, timeout: float = 0.5) -> dict | None:
         return self.ask(self.sync_endpoint(name), "status", timeout=timeout)
+
+    def broker_view(self, timeout: float = 0.5) -> dict | None:
+        """The broker's status: per server, ready / routing / in flight; re-send counts."""
+        return self.ask(self.broker_status, "status", timeout=timeout)
 
     def signal(self, name: str, sig: int) -> None:
         self.procs[name].send_signal(sig)

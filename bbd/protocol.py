@@ -51,6 +51,7 @@ class Request:
     service: str
     data: dict[str, Any]
     fmt: Format
+    fallback_id: str | None = None  # the broker's request id, for a client that sent none
 
 
 def decode(frame: bytes) -> Request:

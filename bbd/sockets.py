@@ -93,6 +93,95 @@ class RouterServer(_Connection):
         if not self.send_parts([*envelope, body]):
             log.warn("reply dropped: send queue full or requester gone")
 
+    def request_id(self, envelope: list[bytes]) -> str | None:
+        return None  # a plain ROUTER behind a round-robin relay gets no broker request id
+
+
+class BrokerWorker(_Connection):
+    """A server's link to the readiness broker (frames in ``bbd.loadbalance``).
+
+    It states its readiness and credit at once when they change and again every
+    ``heartbeat`` as its heartbeat, and keeps what the broker last said about it (routing
+    to it or not, requests in flight) for the server's status. Requests arrive with the
+    broker's request id as their one-frame envelope.
+
+    A heartbeat that comes more than PAUSE_GAP late means the process was stopped or
+    starved: it says BUSY for HOLD seconds first, time for the server to notice the pause
+    and start its catch-up (which keeps it BUSY) before the broker sends it work again.
+    """
+
+    socketType = zmq.DEALER
+    PAUSE_GAP = 1.0
+    HOLD = 0.5
+
+    def __init__(self, factory: ZmqFactory, address: str,
+                 on_request: Callable[[list[bytes], bytes], None], *, name: str, credit: int,
+                 clock: IReactorTime, heartbeat: float, ready: bool, max_bytes: int) -> None:
+        from twisted.internet import task
+
+        from bbd import loadbalance as lb
+
+        self.lb = lb
+        self.on_request = on_request
+        self.address = address
+        self.name = name.encode("utf-8")
+        self.credit = b"%d" % credit
+        self.clock = clock
+        self.ready = ready
+        self.view: dict[str, Any] = {"routing": False, "in_flight": 0, "heard": None}
+        self._last_beat: float | None = None
+        self._hold_until = 0.0
+        super().__init__(factory, [connect(address)], {zmq.MAXMSGSIZE: max_bytes})
+        self._beat = task.LoopingCall(self._heartbeat)
+        self._beat.clock = clock
+        self._beat.start(heartbeat)
+
+    def _heartbeat(self) -> None:
+        now = self.clock.seconds()
+        if self._last_beat is not None and now - self._last_beat > self.PAUSE_GAP:
+            log.warn("no heartbeat to the broker for {gap:.1f} s (paused?): busy for a moment",
+                     gap=now - self._last_beat)
+            self._hold_until = now + self.HOLD
+        self._last_beat = now
+        self._send_state()
+
+    def _send_state(self) -> None:
+        ready = self.ready and self.clock.seconds() >= self._hold_until
+        kind = self.lb.READY if ready else self.lb.BUSY
+        self.send_parts([self.lb.PROTOCOL, kind, self.credit, self.name])
+
+    def set_ready(self, ready: bool) -> None:
+        """Ready for requests (True) or alive but catching up (False); told at once."""
+        if ready != self.ready:
+            self.ready = ready
+            self._send_state()
+
+    def messageReceived(self, message: list[bytes]) -> None:
+        if len(message) < 2 or message[0] != self.lb.PROTOCOL:
+            return
+        if message[1] == self.lb.REQUEST and len(message) == 4:
+            try:
+                self.on_request([message[2]], message[3])
+            except Exception:
+                log.failure("unhandled error while serving a request")
+        elif message[1] == self.lb.HEARTBEAT and len(message) == 4:
+            self.view = {"routing": message[2] == b"1", "in_flight": int(message[3]),
+                         "heard": self.clock.seconds()}
+
+    def reply(self, envelope: list[bytes], body: bytes) -> None:
+        if not self.send_parts([self.lb.PROTOCOL, self.lb.REPLY, envelope[0], body]):
+            log.warn("reply dropped: broker queue full")
+
+    def request_id(self, envelope: list[bytes]) -> str | None:
+        """The broker's id of this request: the request id of a client that sent none."""
+        return envelope[0].decode("ascii", "replace")
+
+    def close(self) -> None:
+        """Say goodbye (the broker re-sends what we hold at once) and stop heartbeats."""
+        if self._beat.running:
+            self._beat.stop()
+        self.send_parts([self.lb.PROTOCOL, self.lb.BYE])
+
 
 class DealerClient(_Connection):
     """Pipelined request/reply to one ROUTER peer, correlated by an id frame.

@@ -17,7 +17,7 @@ Pure: no clock, no I/O. Time and Lamport stamps come in as arguments.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,21 +115,43 @@ def _order(item: tuple[OrderKey, Op]) -> OrderKey:
 
 @dataclass
 class _Sorted:
-    """A list kept sorted by operation order (bisect; cheap for the append-mostly case)."""
+    """A list kept sorted by operation order (bisect; cheap for the append-mostly case).
+
+    ``changed_from`` is a low-water mark: the lowest index whose item changed since the
+    last ``take_changed``, so that the data files rewrite only from there on."""
 
     items: list[tuple[OrderKey, Op]] = field(default_factory=list)
+    changed_from: int = 0
 
     def add(self, op: Op) -> None:
         item = (op.order, op)
         if not self.items or self.items[-1][0] < op.order:
+            self._changed(len(self.items))
             self.items.append(item)
         else:
-            insort(self.items, item, key=_order)
+            i = bisect_left(self.items, op.order, key=_order)
+            self._changed(i)
+            self.items.insert(i, item)
 
     def remove(self, op: Op) -> None:
         i = bisect_left(self.items, op.order, key=_order)
         if i < len(self.items) and self.items[i][1] is op:
+            self._changed(i)
             del self.items[i]
+
+    def touch(self, op: Op) -> None:
+        """Mark the item of ``op`` changed (its entry shows more than the op itself)."""
+        self._changed(bisect_left(self.items, op.order, key=_order))
+
+    def _changed(self, i: int) -> None:
+        if i < self.changed_from:
+            self.changed_from = i
+
+    def take_changed(self) -> int:
+        """The low-water mark since the last call, reset to the end of the list."""
+        low = min(self.changed_from, len(self.items))
+        self.changed_from = len(self.items)
+        return low
 
     def __len__(self) -> int:
         return len(self.items)
@@ -234,6 +256,8 @@ class Board:
                 if first is not None:
                     self.users_order.remove(first)
                 self.users_order.add(op)
+            else:
+                self.users_order.touch(first)  # the user's entry lists one more login
         elif op.kind == "channel":
             self.channels.add(op)
         elif op.kind == "publish":
@@ -261,6 +285,8 @@ class Board:
                     del self.user_logins[f["user"]]
                 else:
                     self.users_order.add(nxt)
+            else:
+                self.users_order.touch(first)
         elif op.kind == "channel":
             self.channels.remove(op)
         elif op.kind == "publish":

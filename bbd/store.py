@@ -4,22 +4,24 @@
   fsync'd in batches. A torn or corrupt tail (kill -9 mid-write) is cut off at load: it was
   never acknowledged, because a reply waits for the fsync that covers its line. Damage in
   the middle costs only the damaged lines, which are moved aside to ``journal.damaged``.
-- The four JSON files of PROTOCOL.md: derived views, rewritten atomically (temporary file,
-  fsync, rename) and remembered by their stat signature, so that a file changed by someone
-  else (a restored backup) can be noticed and merged.
+- The four JSON files of PROTOCOL.md: derived views, kept by ``bbd.datafiles`` (extended
+  in place behind an atomic rename; ``DataFiles`` is re-exported here).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DATA_FILES = ("usuarios.json", "canais.json", "publicacoes.json", "mensagens.json")
+from bbd.datafiles import DATA_FILES, DataFiles
+
+__all__ = ["DATA_FILES", "DataFiles", "Journal", "Loaded", "decode_record", "encode_record",
+           "write_bytes_atomic", "write_json_atomic"]
+
 JOURNAL = "journal.log"
 DAMAGED = "journal.damaged"  # damaged stretches of the journal, kept for a person to read
 
@@ -32,8 +34,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Readers see the old file or the new one, never a half-written one."""
+def write_json_atomic(path: Path, obj: Any) -> tuple[int, int, int]:
+    """Readers see the old file or the new one, never a half-written one. Returns the new
+    file's signature, taken before the rename (which keeps it): a stat after the rename
+    could already see a file someone else put there meanwhile."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:
@@ -41,11 +45,13 @@ def write_json_atomic(path: Path, obj: Any) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+            st = os.fstat(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -182,48 +188,3 @@ def _stretches(bad: list[tuple[int, bytes]]) -> list[tuple[int, int]]:
         else:
             out.append((offset, len(line)))
     return out
-
-
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-class DataFiles:
-    """The four JSON files, with memory of what this process itself wrote."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._written: dict[str, tuple[int, int, int] | None] = {}
-        # Writers run in threads (the periodic snapshot, the last one at shutdown): one at
-        # a time, since they share the temporary file names.
-        self._lock = threading.Lock()
-
-    def write(self, contents: dict[str, list[dict[str, Any]]]) -> None:
-        with self._lock:
-            for name in DATA_FILES:
-                path = self.directory / name
-                write_json_atomic(path, contents.get(name, []))
-                self._written[name] = _signature(path)
-
-    def changed_by_others(self) -> dict[str, Any]:
-        """Files whose signature differs from our last write, parsed; unreadable ones are
-        skipped (a half-copied backup is tried again on the next round)."""
-        out: dict[str, Any] = {}
-        # Under the writers' lock: a file between our rename and the record of its new
-        # signature would look changed by someone else, and we would reload our own write.
-        with self._lock:
-            for name in DATA_FILES:
-                path = self.directory / name
-                sig = _signature(path)
-                if sig is None or sig == self._written.get(name):
-                    continue
-                try:
-                    out[name] = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue
-                self._written[name] = sig
-        return out

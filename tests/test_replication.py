@@ -141,8 +141,8 @@ def test_sigstop_under_load_clients_keep_answers(make_cluster) -> None:
         during = w.count() - n
         cluster.signal("servidor-3", signal.SIGCONT)
         w.wait_more(150, "after the pause")
-    # A third of the requests go to the paused server and wait out a client timeout (1 s)
-    # before their retry; the rest are answered at once.
+    # The broker stops routing to the paused server within about a second and re-sends
+    # what it held (tests/test_broker.py holds the stricter version of this test).
     assert during >= 10, f"only {during} writes answered during the pause"
     assert w.failed == 0
     assert_exactly_once(wait_converged(cluster, cluster.names()), w.acked)

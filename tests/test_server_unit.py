@@ -23,6 +23,9 @@ class FakeFrontend:
     def reply(self, envelope: list[bytes], body: bytes) -> None:
         self.replies.append((envelope, msgpack.unpackb(body)))
 
+    def request_id(self, envelope: list[bytes]) -> str | None:
+        return None  # as if through a round-robin relay: no broker request id
+
 
 def make_server(tmp_path: Path, **kw: Any) -> tuple[BoardServer, task.Clock, FakeFrontend]:
     cfg = ServerConfig(

@@ -556,3 +556,25 @@ def test_entry_does_not_alias_op_fields() -> None:
     op = post("s1", 1, 1, "ana", "g", "m")
     entry(op)["user"] = "mallory"
     assert op.fields["user"] == "ana"
+
+
+def test_views_report_the_lowest_index_changed_since_the_last_take() -> None:
+    b = Board("r")
+    assert b.posts.take_changed() == 0 and b.users_order.take_changed() == 0
+    b.apply(login("a", 1, 1, "ana"))
+    b.apply(login("a", 2, 2, "bia"))
+    b.apply(channel("a", 3, 3, "geral"))
+    for i in range(5):
+        b.apply(post("a", 10 + i, 10 + i, "ana", "geral", f"m{i}"))
+    assert b.posts.take_changed() == 0  # everything is new
+    assert b.posts.take_changed() == 5  # nothing since
+    b.apply(post("a", 20, 20, "ana", "geral", "end"))
+    assert b.posts.take_changed() == 5
+    b.apply(post("b", 1, 12, "ana", "geral", "late"))  # sorts third
+    b.apply(post("a", 21, 30, "ana", "geral", "after"))
+    assert b.posts.take_changed() == 3
+    b.apply(channel("b", 2, 1, "geral"))  # wins the name: the first one is hidden
+    assert b.channels.take_changed() == 0
+    assert b.users_order.take_changed() == 0
+    b.apply(login("a", 30, 40, "bia"))  # bia's entry (second) lists one more login
+    assert b.users_order.take_changed() == 1

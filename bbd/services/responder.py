@@ -8,6 +8,7 @@ leave the client waiting: hence the single exit point here.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,10 +38,12 @@ class Responder:
         self.observe: Callable[[str, Any, float], None] | None = None
 
     def handle(self, send: Callable[[bytes], None], body: bytes,
-               handlers: dict[str, Handler]) -> None:
+               handlers: dict[str, Handler], fallback_id: str | None = None) -> None:
         start = time.perf_counter() if self.observe is not None else None
         try:
             req = protocol.decode(body)
+            if fallback_id is not None:
+                req = dataclasses.replace(req, fallback_id=fallback_id)
             handler = handlers.get(req.service)
             if handler is None:
                 raise ProtocolError(f"unknown service {protocol.quote(req.service)}",

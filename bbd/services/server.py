@@ -67,6 +67,9 @@ class ServerConfig:
     election_answer_timeout: float = 0.5
     election_announce_timeout: float = 1.5
     reference_patience: float = 5.0  # seconds at start before a silent reference is logged
+    routing: str = "readiness"  # the broker's: readiness (worker link) or round-robin
+    credit: int = 32  # requests the broker may have in flight here
+    broker_heartbeat: float = 0.25
 
     def endpoint(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -105,6 +108,7 @@ class BoardServer(Replication, service.Service):
         self.committer = GroupCommit(self.journal.append)
         self.rank: int | None = None
         self.peers: dict[str, Peer] = {}
+        self.frontend = None
         self.ready = False
         self.catching_up = False
         # Client requests that arrived while catching up: (arrival, envelope, body).
@@ -125,7 +129,6 @@ class BoardServer(Replication, service.Service):
         self._started_at = clock.seconds()
         self._cut_off = False
         self.factory = None
-        self.frontend = None
         self.coordination = None  # election + Berkeley, attached by the plugin
         self.client_handlers = {
             "login": self._login, "users": self._users, "channel": self._channel,
@@ -136,6 +139,18 @@ class BoardServer(Replication, service.Service):
             "history_channel": self._history_channel,
         }
         self.replication_handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        """Serving clients or not; the broker is told at once (catch-up sets this)."""
+        self._ready = value
+        tell = getattr(self.frontend, "set_ready", None)  # the worker link, not a plain ROUTER
+        if tell is not None:
+            tell(value)
 
     # -- start and stop --------------------------------------------------------------
 
@@ -204,8 +219,14 @@ class BoardServer(Replication, service.Service):
         yield self.catch_up("start")
         from bbd import sockets
 
-        self.frontend = sockets.RouterServer(
-            self.factory, [sockets.connect(self.cfg.broker)], self._on_client, self.cfg.max_bytes)
+        if self.cfg.routing == "round-robin":
+            self.frontend = sockets.RouterServer(self.factory, [sockets.connect(self.cfg.broker)],
+                                                 self._on_client, self.cfg.max_bytes)
+        else:
+            self.frontend = sockets.BrokerWorker(
+                self.factory, self.cfg.broker, self._on_client, name=self.cfg.name,
+                credit=self.cfg.credit, clock=self.clock, heartbeat=self.cfg.broker_heartbeat,
+                ready=self.ready, max_bytes=self.cfg.max_bytes)
         log.info("{name} (rank {rank}) serving clients via {broker}", name=self.cfg.name,
                  rank=self.rank, broker=self.cfg.broker)
         if self.coordination is not None:
@@ -217,6 +238,9 @@ class BoardServer(Replication, service.Service):
 
     @defer.inlineCallbacks
     def _stop(self) -> Any:
+        goodbye = getattr(self.frontend, "close", None)  # the worker link says BYE
+        if goodbye is not None:
+            goodbye()
         for peer in self.peers.values():
             self._close_peer(peer)
         # Let in-flight journal batches finish, then write the files once more.
@@ -305,7 +329,7 @@ class BoardServer(Replication, service.Service):
             return
         self.handled += 1
         self.client_responder.handle(lambda out: self.frontend.reply(envelope, out), body,
-                                     self.client_handlers)
+                                     self.client_handlers, self.frontend.request_id(envelope))
         if self.coordination is not None:
             self.coordination.message_handled(self.handled)
 
@@ -367,7 +391,7 @@ class BoardServer(Replication, service.Service):
     @defer.inlineCallbacks
     def _write(self, req: Request, kind: str, fields: dict[str, str], subject: str) -> Any:
         service_ = req.service
-        rid = protocol.request_id(req.data, service_)
+        rid = protocol.request_id(req.data, service_) or req.fallback_id
         if rid is not None:
             # A retry of a write still on its way to the journal: wait for its fate.
             yield self.unapplied_where(lambda own: own.rid == rid)
@@ -466,23 +490,24 @@ class BoardServer(Replication, service.Service):
     # -- files -----------------------------------------------------------------------
 
     def write_files(self) -> None:
-        if self.board.applied == self.files_at:
+        if self.board.applied == self.files_at and not self.files.pending():
             return
         at = self.board.applied
-        self.files.write(self.board.snapshot())
+        self.files.apply(self.files.take(self.board))
         self.files_at = at
 
     def snapshot(self) -> defer.Deferred | None:
-        """Atomically rewrite the four JSON files if anything changed (off the reactor).
-        A failed write (full disk) is logged once and tried again next time."""
+        """Bring the four JSON files up to date if anything changed: the changed entries
+        are taken here, rendered and written (in place, behind an atomic rename) in a
+        thread. A failed write (full disk) is logged once and tried again next time."""
         at = self.board.applied
-        if at == self.files_at or self._snapshotting:
+        if (at == self.files_at and not self.files.pending()) or self._snapshotting:
             return None
         from twisted.internet import threads
 
         self._snapshotting = True
-        views = self.board.views()  # copied here; rendered and written in the thread
-        d = threads.deferToThread(lambda: self.files.write(views.render()))
+        batch = self.files.take(self.board)  # O(changed entries)
+        d = threads.deferToThread(self.files.apply, batch)
         d.addCallbacks(self._files_written, self._files_failed, callbackArgs=(at,))
         return d.addBoth(self._snapshot_done)
 
@@ -532,11 +557,14 @@ class BoardServer(Replication, service.Service):
             "name": self.cfg.name, "rank": self.rank, "ready": self.ready,
             "clock": self.lamport.value, "offset": self.physical.offset(),
             "applied": self.board.applied, "vector": self.board.vector,
-            "files_current": self.files_at == self.board.applied,
+            "files_current": self.files_at == self.board.applied and not self.files.pending(),
             "storage_error": self.storage_error, "files_error": self.files_error,
             "peers": {p.name: p.up for p in self.peers.values()},
             "handled": self.handled,  # client requests served: the dashboard's requests/s
         }
+        view = getattr(self.frontend, "view", None)
+        if view is not None:  # what the broker last said of us: routing here, in flight
+            status["broker"] = view
         if self.coordination is not None:
             status.update(self.coordination.status())
         return status
@@ -569,6 +597,9 @@ class Options(DaemonOptions):
         ["clock-skew", None, 0.0, "start with the physical clock this many seconds off", float],
         ["clock-drift", None, 0.0, "physical clock drift, seconds per second", float],
         ["metrics-port", None, 0, "Prometheus /metrics on this port, on --bind (0: off)", int],
+        ["routing", None, "readiness", "the broker's routing: readiness (announce readiness "
+         "and credit) or round-robin (plain ROUTER behind today's relay)"],
+        ["credit", None, 32, "requests the broker may have in flight at this server", int],
     ]
 
     def postOptions(self) -> None:
@@ -580,6 +611,8 @@ class Options(DaemonOptions):
         problem = protocol.name_problem(self["name"], "server")
         if problem:
             raise usage.UsageError(f"--name: {problem}")
+        if self["routing"] not in ("readiness", "round-robin"):
+            raise usage.UsageError("--routing must be readiness or round-robin")
         if self["host"] is None:
             self["host"] = os.environ.get("BBD_HOST") or (
                 socket.gethostname() if self["bind"] in ("*", "0.0.0.0") else self["bind"])
@@ -607,6 +640,8 @@ def makeService(options: Options) -> service.MultiService:
         berkeley_every=int(t("berkeley_every_messages")),
         election_answer_timeout=t("election_answer_timeout"),
         election_announce_timeout=t("election_announce_timeout"),
+        routing=options["routing"], credit=options["credit"],
+        broker_heartbeat=t("broker_heartbeat"),
     )
     top = service.MultiService()
     server = BoardServer(cfg)
