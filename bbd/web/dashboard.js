@@ -104,7 +104,10 @@ function serverNode(s) {
   if (s.election && s.election !== "idle") row("election", s.election);
   if (s.storage_error) row("storage", s.storage_error);
   if (s.broker && typeof s.broker === "object") {
-    for (const [k, v] of Object.entries(s.broker)) row("broker " + k, String(v));
+    for (const [k, v] of Object.entries(s.broker)) {
+      // Epoch seconds (e.g. when the broker last heard from it) read as a time of day.
+      row("broker " + k, typeof v === "number" && v > 1e9 ? clockTime(v) : String(v));
+    }
   } else if (s.broker !== undefined) {
     row("broker", String(s.broker));
   }
