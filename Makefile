@@ -7,9 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages (see scripts/system-packages.sh): what `make run` needs, and what only
 # the tests add (docker-compose validates docker-compose.yml; iproute2 and iptables build
-# the partition tests' network namespaces).
+# the partition tests' network namespaces; chromium and chromium-driver run the dashboard's
+# browser tests).
 RUN_PACKAGES := python3-venv libzmq3-dev msgpack-c pkg-config gcc make nodejs npm
-TEST_PACKAGES := docker-compose iproute2 iptables
+TEST_PACKAGES := docker-compose iproute2 iptables chromium chromium-driver
 SERVERS ?= 3
 BOTS ?= 2
 DATA ?= run

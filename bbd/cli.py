@@ -85,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
                     "command follow")
     up.add_argument("--clock-skews", type=_floats, default=[], metavar="S1,S2,...",
                     help="per-server physical clock skew in seconds, e.g. -3,0,5 (default: none)")
+    up.add_argument("--dashboard-port", type=int, default=None, metavar="N",
+                    help=f"the live dashboard's web port (default {config.port('dashboard')}, "
+                    "moved with --base-port; 0: no dashboard)")
+    up.add_argument("--demo", action="store_true",
+                    help="dashboard buttons to pause, resume, kill and restart servers")
+    up.add_argument("--metrics-base", type=int, default=None, metavar="N",
+                    help="server i serves Prometheus /metrics on port N+i-1 (default "
+                    f"{config.port('metrics')}, moved with --base-port; 0: off)")
     st = sub.add_parser(
         "status", formatter_class=fmt, help="one row per live server",
         description="Ask the reference for the live servers, then each server for its "
@@ -141,12 +149,26 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.servers < 1:
             parser.error("--servers must be at least 1")
+        def moved(port: int | None, name: str) -> int:
+            # Like every other port, the web ones follow --base-port unless given.
+            return port if port is not None else \
+                args.base_port + config.port(name) - config.port("frontend")
+
+        dashboard = moved(args.dashboard_port, "dashboard")
+        metrics = moved(args.metrics_base, "metrics")
+        if args.demo and not dashboard:
+            parser.error("--demo needs the dashboard (--dashboard-port)")
         layout = launcher.Layout.at_base(args.data.resolve(), args.base_port,
-                                         servers=args.servers, skews=args.clock_skews)
+                                         servers=args.servers, skews=args.clock_skews,
+                                         dashboard=dashboard, metrics_base=metrics)
+        if any(not 0 < p < 65536 for _, p in layout.web_ports()):
+            parser.error(f"--base-port {args.base_port}: the dashboard and metrics ports "
+                         f"{dashboard} and {metrics} are out of range; give "
+                         "--dashboard-port and --metrics-base")
         if layout.frontend + layout.span() > 65536:
             parser.error(f"--base-port {args.base_port}: {args.servers} servers need ports "
                          f"up to {layout.frontend + layout.span() - 1}")
-        return launcher.run(layout, args.bots, args.bot_interval)
+        return launcher.run(layout, args.bots, args.bot_interval, demo=args.demo)
     if args.command == "status":
         return status(args.reference or _local(args.base_port, "reference"), args.timeout,
                       args.broker or _local(args.base_port, "broker_status"))

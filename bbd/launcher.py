@@ -60,6 +60,8 @@ class Layout:
     skews: list[float] = field(default_factory=list)
     broker_status: int = field(default_factory=lambda: config.port("broker_status"))
     routing: str = "readiness"  # the broker's; "round-robin" is today's plain relay
+    dashboard: int = 0  # the dashboard's HTTP port (0: no dashboard)
+    metrics_base: int = 0  # server i serves /metrics on metrics_base + i - 1 (0: off)
 
     @classmethod
     def at_base(cls, data: Path, base: int, **kw: Any) -> Layout:
@@ -80,6 +82,14 @@ class Layout:
             sync, repl = self.server_ports(i)
             name = self.server_name(i)
             out += [(f"{name} sync", sync), (f"{name} replication", repl)]
+        return out
+
+    def web_ports(self) -> list[tuple[str, int]]:
+        """The HTTP ports: the dashboard's and the servers' metrics, when on."""
+        out = [("dashboard", self.dashboard)] if self.dashboard else []
+        if self.metrics_base:
+            out += [(f"{self.server_name(i)} metrics", self.metrics_base + i - 1)
+                    for i in range(1, self.servers + 1)]
         return out
 
     def span(self) -> int:
@@ -125,7 +135,21 @@ class Layout:
             args += ["--routing", self.routing]
         if i <= len(self.skews) and self.skews[i - 1]:
             args += ["--clock-skew", str(self.skews[i - 1])]
+        if self.metrics_base:
+            args += ["--metrics-port", str(self.metrics_base + i - 1)]
         return Daemon(name, "bbd-server", args + (extra or []), d)
+
+    def dashboard_daemon(self, demo_control: str | None = None) -> Daemon:
+        args = ["--port", str(self.dashboard), "--interface", self.host,
+                "--reference", self.url(self.reference), "--subscribe", self.url(self.xpub),
+                "--broker", self.url(self.frontend)]
+        if demo_control:
+            args += ["--demo-control", demo_control]
+        return Daemon("dashboard", "bbd-dashboard", args, self.data / "dashboard")
+
+    def dashboard_url(self) -> str:
+        host = "localhost" if self.host == "127.0.0.1" else self.host
+        return f"http://{host}:{self.dashboard}/"
 
     def daemons(self) -> list[Daemon]:
         return [self.reference_daemon(), self.proxy_daemon(), self.broker_daemon(),
@@ -172,7 +196,7 @@ def status_command(layout: Layout) -> str:
 
 def check_ports(layout: Layout) -> str | None:
     """None if every port is free, else the one line saying which is not."""
-    busy = supervision.busy_ports(layout.ports(), layout.host)
+    busy = supervision.busy_ports(layout.ports() + layout.web_ports(), layout.host)
     if not busy:
         return None
     return supervision.busy_message(busy, layout.host, layout.frontend, layout.span())
@@ -183,7 +207,7 @@ def _console(event: dict) -> bool:
     return not (event.get("log_format") == "[{tag}] {line}" and not event.get("line"))
 
 
-def run(layout: Layout, bots: int, bot_interval: float) -> int:
+def run(layout: Layout, bots: int, bot_interval: float, demo: bool = False) -> int:
     problem = check_ports(layout)
     if problem:
         print(problem, file=sys.stderr, flush=True)
@@ -206,7 +230,17 @@ def run(layout: Layout, bots: int, bot_interval: float) -> int:
     monitor = Supervisor(log)
     env = dict(os.environ)
     rows = []
-    for daemon in layout.daemons():
+    daemons = layout.daemons()
+    control = None
+    if layout.dashboard:
+        if demo:
+            from bbd import demo as demo_mode
+
+            servers = {d.name: demo_mode.Managed(own_group(d.argv()), env, str(d.directory))
+                       for d in daemons if d.plugin == "bbd-server"}
+            control = demo_mode.listen(monitor, servers, reactor)
+        daemons.append(layout.dashboard_daemon(control))
+    for daemon in daemons:
         daemon.directory.mkdir(parents=True, exist_ok=True)
         monitor.addProcess(daemon.name, own_group(daemon.argv()), env=env,
                            cwd=str(daemon.directory))
@@ -228,6 +262,13 @@ def run(layout: Layout, bots: int, bot_interval: float) -> int:
           f"subscriptions {layout.url(layout.xpub)}")
     print(f"C client: {client_command(layout)}")
     print(f"Status: {status_command(layout)}")
+    if layout.dashboard:
+        print(f"Dashboard: {layout.dashboard_url()}"
+              + (" (demo mode: pause/resume/kill/restart buttons)" if control else ""))
+    if layout.metrics_base:
+        last = layout.metrics_base + layout.servers - 1
+        print(f"Metrics: servers on http://{layout.host}:{layout.metrics_base}-{last}/metrics"
+              + (f", dashboard on {layout.dashboard_url()}metrics" if layout.dashboard else ""))
     print(f"Logs: {layout.data}/<name>/twistd.log. Ctrl-C stops everything.", flush=True)
     monitor.startService()
     stopping = threading.Event()

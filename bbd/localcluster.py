@@ -105,6 +105,8 @@ class Cluster:
             return self.layout.proxy_daemon()
         if name == "broker":
             return self.layout.broker_daemon()
+        if name == "dashboard":
+            return self.layout.dashboard_daemon()
         return self.layout.server_daemon(self.names().index(name) + 1, self.server_args)
 
     def spawn(self, name: str) -> None:
@@ -144,7 +146,8 @@ class Cluster:
 
     def relay_port(self, name: str) -> tuple[str, int] | None:
         """(host, port) a relay (proxy, broker) accepts connections on once it is up."""
-        ports = {"proxy": self.layout.xpub, "broker": self.layout.frontend}
+        ports = {"proxy": self.layout.xpub, "broker": self.layout.frontend,
+                 "dashboard": self.layout.dashboard}
         return (self.layout.host, ports[name]) if name in ports else None
 
     def ask(self, endpoint: str, service: str, data: dict | None = None,

@@ -35,7 +35,7 @@ def test_compose_file_is_valid() -> None:
     assert result.returncode == 0, result.stderr
     listed = compose("config", "--services")
     assert listed.returncode == 0, listed.stderr
-    assert set(listed.stdout.split()) == {*DAEMONS, "cliente", "cliente_automatico"}
+    assert set(listed.stdout.split()) == {*DAEMONS, "painel", "cliente", "cliente_automatico"}
 
 
 def test_servers_have_stable_readable_names_and_own_named_volumes() -> None:
@@ -55,6 +55,17 @@ def test_servers_have_stable_readable_names_and_own_named_volumes() -> None:
     assert len(volumes) == len(SERVERS), "each server its own volume"
     reference_volume = s["referencia"]["volumes"][0].split(":")[0]
     assert set(config["volumes"]) == volumes | {reference_volume}, "named, not anonymous"
+
+
+def test_dashboard_published_on_8080_watching_by_service_names() -> None:
+    s = services()
+    painel = s["painel"]
+    assert painel["ports"] == ["8080:8080"]
+    command = painel["command"]
+    assert "bbd-dashboard" in command and command[command.index("--port") + 1] == "8080"
+    assert {"tcp://referencia:5559", "tcp://proxy:5558", "tcp://broker:5555"} <= set(command)
+    for name in SERVERS:  # each server's metrics, inside the compose network
+        assert s[name]["command"][-2:] == ["--metrics-port", "9100"]
 
 
 def test_attaching_to_a_daemon_does_not_stop_it() -> None:

@@ -9,6 +9,7 @@ leave the client waiting: hence the single exit point here.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,9 +33,13 @@ class Responder:
         self.now = now
         self.log = log
         self.clients = clients
+        # Metrics hook (bbd.metrics): (service, reply status, seconds since arrival), once
+        # per request answered through handle().
+        self.observe: Callable[[str, Any, float], None] | None = None
 
     def handle(self, send: Callable[[bytes], None], body: bytes,
                handlers: dict[str, Handler], fallback_id: str | None = None) -> None:
+        start = time.perf_counter() if self.observe is not None else None
         try:
             req = protocol.decode(body)
             if fallback_id is not None:
@@ -47,11 +52,12 @@ class Responder:
             self.lamport.observe(protocol.received_clock(req.data, req.service, ahead_of))
         except ProtocolError as e:
             self.log.info("rejected {service}: {why}", service=e.service, why=e.description)
-            self._send(send, e.service, protocol.error_data(e.service, e.description), e.fmt)
+            self._send(send, e.service, protocol.error_data(e.service, e.description), e.fmt,
+                       start)
             return
         d = defer.maybeDeferred(handler, req)
-        d.addCallback(lambda data: self._send(send, req.service, data, req.fmt))
-        d.addErrback(self._failed, send, req)
+        d.addCallback(lambda data: self._send(send, req.service, data, req.fmt, start))
+        d.addErrback(self._failed, send, req, start)
 
     def refuse(self, send: Callable[[bytes], None], body: bytes, why: str) -> None:
         """Answer a request with ``erro`` without serving it (e.g. no room to queue it)."""
@@ -62,20 +68,23 @@ class Responder:
             return
         self._send(send, req.service, protocol.error_data(req.service, why), req.fmt)
 
-    def _failed(self, failure: Any, send: Callable[[bytes], None], req: Request) -> None:
+    def _failed(self, failure: Any, send: Callable[[bytes], None], req: Request,
+                start: float | None = None) -> None:
         if failure.check(ProtocolError):
             why = failure.value.description
         else:
             self.log.failure("error serving {service}", failure, service=req.service)
             why = "internal error; the request was not applied"
-        self._send(send, req.service, protocol.error_data(req.service, why), req.fmt)
+        self._send(send, req.service, protocol.error_data(req.service, why), req.fmt, start)
 
     def _send(self, send: Callable[[bytes], None], service: str, data: dict[str, Any],
-              fmt: protocol.Format) -> None:
+              fmt: protocol.Format, start: float | None = None) -> None:
         msg = protocol.message(service, data, clock=self.lamport.tick(), timestamp=self.now())
         if self.clients:
             protocol.flatten(msg)
         send(protocol.encode(msg, fmt))
+        if start is not None and self.observe is not None:
+            self.observe(service, data.get("status"), time.perf_counter() - start)
 
 
 def call(client: Any, service: str, data: dict[str, Any], *, lamport: LamportClock,

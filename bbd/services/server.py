@@ -564,6 +564,7 @@ class BoardServer(Replication, service.Service):
             "files_current": self.files_at == self.board.applied and not self.files.pending(),
             "storage_error": self.storage_error, "files_error": self.files_error,
             "peers": {p.name: p.up for p in self.peers.values()},
+            "handled": self.handled,  # client requests served: the dashboard's requests/s
         }
         view = getattr(self.frontend, "view", None)
         if view is not None:  # what the broker last said of us: routing here, in flight
@@ -599,6 +600,7 @@ class Options(DaemonOptions):
         ["replication-port", None, config.port("replication"), "replication port", int],
         ["clock-skew", None, 0.0, "start with the physical clock this many seconds off", float],
         ["clock-drift", None, 0.0, "physical clock drift, seconds per second", float],
+        ["metrics-port", None, 0, "Prometheus /metrics on this port, on --bind (0: off)", int],
         ["routing", None, "readiness", "the broker's routing: readiness (announce readiness "
          "and credit) or round-robin (plain ROUTER behind today's relay)"],
         ["credit", None, 32, "requests the broker may have in flight at this server", int],
@@ -618,6 +620,10 @@ class Options(DaemonOptions):
         if self["host"] is None:
             self["host"] = os.environ.get("BBD_HOST") or (
                 socket.gethostname() if self["bind"] in ("*", "0.0.0.0") else self["bind"])
+
+
+def _interface(bind: str) -> str:
+    return "" if bind in ("*", "0.0.0.0") else bind
 
 
 def makeService(options: Options) -> service.MultiService:
@@ -655,6 +661,11 @@ def makeService(options: Options) -> service.MultiService:
         min_round_gap=t("berkeley_min_gap"), max_rtt=t("berkeley_max_rtt"),
         outlier_threshold=t("berkeley_outlier_threshold"))
     coordination.setServiceParent(top)
+    if options["metrics-port"]:
+        from bbd import metrics
+
+        metrics.attach_to_server(server, options["metrics-port"], _interface(cfg.bind)) \
+            .setServiceParent(top)
     # Timers start after the server (MultiService order) and stop before it.
     for interval, fn, what in [
         (cfg.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),

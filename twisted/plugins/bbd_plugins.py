@@ -11,3 +11,6 @@ reference = ServiceMaker("bbd-reference", "bbd.services.reference",
                          "bbd-reference")
 server = ServiceMaker("bbd-server", "bbd.services.server",
                       "BulletInBoard replicated board server", "bbd-server")
+dashboard = ServiceMaker("bbd-dashboard", "bbd.services.dashboard",
+                         "BulletInBoard live dashboard (web page, Server-Sent Events, metrics)",
+                         "bbd-dashboard")
