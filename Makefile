@@ -10,8 +10,10 @@ APT_PACKAGES := python3-venv libzmq3-dev libmsgpack-dev pkg-config gcc make dock
 SERVERS ?= 3
 BOTS ?= 2
 DATA ?= run
+MINUTES ?= 1
+SEED ?=
 
-.PHONY: install system-packages run test lint bench clean
+.PHONY: install system-packages run test lint bench chaos clean
 
 install: system-packages $(VENV)/.installed clients/js/node_modules/.package-lock.json \
 	clients/c/cliente
@@ -53,6 +55,10 @@ test: install lint
 
 bench: install
 	$(PY) -m bbd.benchmarks
+
+# The nemesis and checker (as root): make chaos MINUTES=30 SEED=15
+chaos: install
+	$(VENV)/bin/bbd chaos --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) --out chaos-report
 
 clean:
 	rm -rf $(VENV) clients/js/node_modules $(DATA)

@@ -1,4 +1,5 @@
-"""The ``bbd`` command: ``up`` (run the board locally), ``status``, ``probe``, ``bench``."""
+"""The ``bbd`` command: ``up`` (run the board locally), ``status``, ``probe``, ``bench``,
+``chaos`` (the nemesis and checker)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     bench.add_argument("--seconds", type=float, default=5.0)
     bench.add_argument("--service", default="publish", choices=["publish", "channels"])
+    from bbd.chaos import run as chaos
+
+    chaos.parser(sub.add_parser("chaos", help="faults under load, then every write checked "
+                                "(needs root: a network namespace per daemon)"))
     args = parser.parse_args(_glue_negative_lists(sys.argv[1:] if argv is None else argv))
 
     if args.command == "up":
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.clients:
             print(b.line(b.run(args.frontend, n, args.seconds, args.service)), flush=True)
         return 0
+    if args.command == "chaos":
+        return chaos.main(args)
     return 2
 
 

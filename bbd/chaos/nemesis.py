@@ -87,7 +87,7 @@ class Nemesis:
         return a
 
     def _hold(self, fault: Fault) -> None:
-        self.stop.wait(fault.duration)
+        self.stop.wait(fault.hold)
 
     def restore(self) -> None:
         """Everything whole again, whatever state a failed fault left: links healed,

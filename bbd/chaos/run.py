@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -19,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from bbd import config, netns
-from bbd.chaos import checker, timeline
+from bbd.chaos import checker
 from bbd.chaos.checker import FILES, Verdict, Violation
 from bbd.chaos.nemesis import Nemesis
-from bbd.chaos.schedule import PARTITIONS, plan
+from bbd.chaos.schedule import KINDS, PARTITIONS, plan
 from bbd.chaos.workload import Record, Workload, own_posts_seen
 from bbd.localcluster import wait_for
 from bbd.netns import NetCluster
@@ -44,9 +45,12 @@ def converged(cluster: NetCluster) -> dict[str, Any] | None:
 
 def run(seed: int, seconds: float, out: Path, clients: int = 6, servers: int = 3,
         recovery: float = 3.0, converge_timeout: float = 60.0,
-        say: Callable[[str], None] = print) -> dict[str, Any]:
-    """One run; the report (also written to ``out``/report.json, with requests.jsonl and
-    timeline.png beside it)."""
+        hold: tuple[float, float] = (1.0, 4.0), gap: tuple[float, float] = (1.0, 3.0),
+        say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One run: faults (each held ``hold`` s, after ``gap`` s of calm) until ``seconds``
+    have passed and every kind has happened; the report (also written to
+    ``out``/report.json, with requests.jsonl and timeline.png beside it)."""
+    say = say or (lambda line: print(line, flush=True))
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(tz=UTC).isoformat(timespec="seconds")
     names = [f"servidor-{i}" for i in range(1, servers + 1)]
@@ -68,17 +72,19 @@ def run(seed: int, seconds: float, out: Path, clients: int = 6, servers: int = 3
         workload = Workload(record, frontends, seed)
         workload.setup()
         workload.start()
-        faults = plan(seed, seconds, names)
+        faults = plan(seed, int(seconds / (hold[0] + gap[0])) + len(KINDS) + 1, names,
+                      hold=hold, gap=gap)
         nemesis = Nemesis(cluster, split, clock)
-        say(f"seed {seed}: {len(faults)} faults planned over {seconds:.0f} s, "
+        say(f"seed {seed}: faults for {seconds:.0f} s (and at least one of each kind), "
             f"{clients} clients")
         try:
             for fault in faults:
-                if nemesis.stop.wait(max(0.0, fault.at - clock())) or clock() > seconds * 1.5:
+                kinds = {a.fault.kind for a in nemesis.applied}
+                if clock() >= seconds and kinds >= set(KINDS) or nemesis.stop.wait(fault.gap):
                     break
                 a = nemesis.apply(fault)
                 say(f"  {a.start:7.2f} s  {fault.kind:<17} {fault.target:<12} held "
-                    f"{fault.duration:.2f} s, ready after {(a.ready or a.start) - a.start:.2f} s"
+                    f"{fault.hold:.2f} s, ready after {(a.ready or a.start) - a.start:.2f} s"
                     + (f"  ERROR {a.error}" if a.error else ""))
         finally:
             nemesis.restore()
@@ -123,6 +129,8 @@ def run(seed: int, seconds: float, out: Path, clients: int = 6, servers: int = 3
     with (out / "requests.jsonl").open("w") as f:
         for r in requests:
             f.write(json.dumps(r.to_dict()) + "\n")
+    from bbd.chaos import timeline  # matplotlib: only when drawing
+
     timeline.draw(out / "timeline.png", requests, nemesis.applied, verdict.violations,
                   f"bbd chaos, seed {seed}: {report['verdict']}, "
                   f"{len(verdict.violations)} violations")
@@ -154,6 +162,7 @@ def summary(report: dict[str, Any], verdict: Verdict) -> str:
 
 
 def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The options of ``bbd chaos``, added to ``p`` (a subcommand's parser) or a new one."""
     p = p or argparse.ArgumentParser(prog="bbd chaos", description=__doc__)
     p.add_argument("--seed", type=int, default=None, help="default: a random one (printed)")
     length = p.add_mutually_exclusive_group()
@@ -167,7 +176,13 @@ def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(args: argparse.Namespace) -> int:
+    # A SIGTERM unwinds like Ctrl-C, so that the cluster and its namespaces are removed.
+    signal.signal(signal.SIGTERM, _terminate)
     why = netns.unavailable()
     if why:
         print(f"bbd chaos: {why}", file=sys.stderr)
