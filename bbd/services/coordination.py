@@ -17,14 +17,18 @@ Election (PROTOCOL.md, "Server to server"):
   ``announce_interval`` (lost announcements and late subscribers heal that way; ``rank``
   is an extension so a server that has not seen the winner in the reference's list yet
   can still judge the claim).
-* Failure detection: every ``check_interval`` a follower sends the coordinator the
+* Failure detection: a follower watches its link to the coordinator (a socket monitor;
+  ZMTP heartbeats on every peer link, ``bbd.sockets``): a coordinator whose process died
+  is noticed when its connection closes, one that hangs when it stops answering
+  heartbeats (``HEARTBEAT_TIMEOUT``, 0.7 s). Besides, every ``check_interval`` a follower
+  sends the coordinator the
   standard ``clock`` request; a request that goes unanswered (not a ``erro`` reply: that
   is an answer) reports the coordinator failed. So does any other request to it that
   goes unanswered, the coordinator leaving the reference's list, and, as a last resort,
   the lease in the Bully machine (no announcement for ``coordinator_timeout``).
-* The election starts as soon as the server knows its rank (the first peer-list refresh
-  after registering), before it has caught up and serves clients: the role does not
-  depend on the board, and a returning higher server takes the role back sooner.
+* The election starts once the server knows its rank and has caught up (it serves
+  clients): a returning higher server takes the role back only with a current board, so
+  the role does not flap while it replays and pulls.
 
 Berkeley (extension messages ``adjust`` and ``berkeley``):
 
@@ -112,6 +116,7 @@ class Coordinator(service.Service):
         self._round_again: str | None = None
         self._round_later: Any = None
         self._last_round = -math.inf
+        self._watched: Any = None  # the coordinator's sync client, while we follow it
 
     # -- service life ------------------------------------------------------------------
 
@@ -131,6 +136,7 @@ class Coordinator(service.Service):
             if call_ is not None and call_.active():
                 call_.cancel()
         self._tick_call = self._round_later = None
+        self._watch(None)
         if self.subscriber is not None and self.subscriber.socket is not None:
             self.subscriber.shutdown()
         self.subscriber = None
@@ -160,6 +166,8 @@ class Coordinator(service.Service):
             self._run(self.bully.peers_changed(self._ranks()))
         else:
             self._activate()
+        if self.bully is not None and not self.bully.is_coordinator:
+            self._watch(self.bully.coordinator)  # its client may be new
 
     def message_handled(self, count: int) -> None:
         every = self.server.cfg.berkeley_every
@@ -189,7 +197,10 @@ class Coordinator(service.Service):
         """Create the Bully machine once the rank is known (anew if the rank changed) and
         start the election every server runs when it starts."""
         rank = self.server.rank
-        if not self.running or rank is None:
+        # Only once caught up (serving clients): a returning server does not take the role
+        # back with a stale board, and servers that restart together do not each start an
+        # election the moment they register.
+        if not self.running or rank is None or not getattr(self.server, "ready", True):
             return
         if self.bully is not None and self.bully.rank == rank:
             return
@@ -233,6 +244,7 @@ class Coordinator(service.Service):
             self._coordinator_changed(bully, action.name)
 
     def _coordinator_changed(self, bully: Bully, name: str | None) -> None:
+        self._watch(None if name == self.name else name)
         if name is None:
             log.info("election: coordinator unknown, election under way ({phase})",
                      phase=bully.phase.value)
@@ -243,6 +255,26 @@ class Coordinator(service.Service):
         else:
             log.info("election: coordinator is now {coordinator} (rank {rank})",
                      coordinator=name, rank=bully.peers.get(name))
+
+    def _watch(self, name: str | None) -> None:
+        """Hear at once when the link to the coordinator drops (its process died, or it
+        stopped answering ZMTP heartbeats), instead of at the next ``clock`` probe."""
+        peer = self.server.peers.get(name) if name is not None else None
+        client = getattr(peer, "sync_client", None)
+        if client is self._watched:
+            return
+        if self._watched is not None:
+            self._watched.watch(None)
+        self._watched = client if hasattr(client, "watch") else None
+        if self._watched is not None:
+            self._watched.watch(lambda: self._link_lost(name))
+
+    def _link_lost(self, name: str | None) -> None:
+        bully = self.bully
+        if bully is None or name is None or bully.coordinator != name:
+            return
+        log.warn("coordinator {coordinator}'s connection dropped: election", coordinator=name)
+        self._run(bully.coordinator_failed(name))
 
     def _reschedule(self) -> None:
         """One timer at the machine's next deadline, so its timeouts fire on time without
