@@ -212,6 +212,19 @@ def test_a_dropped_link_to_the_coordinator_elects_at_once() -> None:
     assert net.views() == {"s1": "s2", "s2": "s2"}
 
 
+def test_an_election_stops_waiting_for_a_peer_whose_link_dropped() -> None:
+    net = cluster(watchable=True)
+    s3 = net.servers["s3"]  # hung: connected, silent (its requests time out)
+    s3.serve = lambda body, send: None  # type: ignore[method-assign]
+    s3.deliver = lambda topic, payload: None  # type: ignore[method-assign]
+    s3.coordination.stopService()
+    net.drop("s3")
+    net.clock.advance(0.01)  # s2 now waits for s3's answer to its election
+    net.drop("s3")  # ... whose link has dropped meanwhile: s2 wins without the timeout
+    net.clock.advance(0.02)
+    assert {n: v for n, v in net.views().items() if n != "s3"} == {"s1": "s2", "s2": "s2"}
+
+
 def test_a_returning_server_takes_over_only_once_caught_up() -> None:
     net = cluster()
     net.crash("s3")

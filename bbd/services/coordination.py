@@ -17,11 +17,12 @@ Election (PROTOCOL.md, "Server to server"):
   ``announce_interval`` (lost announcements and late subscribers heal that way; ``rank``
   is an extension so a server that has not seen the winner in the reference's list yet
   can still judge the claim).
-* Failure detection: a follower watches its link to the coordinator (a socket monitor;
+* Failure detection: every server watches its links to its peers (a socket monitor;
   ZMTP heartbeats on every peer link, ``bbd.sockets``): a coordinator whose process died
   is noticed when its connection closes, one that hangs when it stops answering
-  heartbeats (``HEARTBEAT_TIMEOUT``, 0.7 s). Besides, every ``check_interval`` a follower
-  sends the coordinator the
+  heartbeats (``HEARTBEAT_TIMEOUT``, 0.7 s); an election waiting for a peer whose link
+  dropped stops waiting. Besides, every ``check_interval`` a follower sends the
+  coordinator the
   standard ``clock`` request; a request that goes unanswered (not a ``erro`` reply: that
   is an answer) reports the coordinator failed. So does any other request to it that
   goes unanswered, the coordinator leaving the reference's list, and, as a last resort,
@@ -116,7 +117,7 @@ class Coordinator(service.Service):
         self._round_again: str | None = None
         self._round_later: Any = None
         self._last_round = -math.inf
-        self._watched: Any = None  # the coordinator's sync client, while we follow it
+        self._watched: list[Any] = []  # peers' sync clients whose links we watch
 
     # -- service life ------------------------------------------------------------------
 
@@ -136,7 +137,9 @@ class Coordinator(service.Service):
             if call_ is not None and call_.active():
                 call_.cancel()
         self._tick_call = self._round_later = None
-        self._watch(None)
+        for client in self._watched:
+            client.watch(None)
+        self._watched = []
         if self.subscriber is not None and self.subscriber.socket is not None:
             self.subscriber.shutdown()
         self.subscriber = None
@@ -166,8 +169,7 @@ class Coordinator(service.Service):
             self._run(self.bully.peers_changed(self._ranks()))
         else:
             self._activate()
-        if self.bully is not None and not self.bully.is_coordinator:
-            self._watch(self.bully.coordinator)  # its client may be new
+        self._watch_links()  # peers' clients may be new
 
     def message_handled(self, count: int) -> None:
         every = self.server.cfg.berkeley_every
@@ -244,7 +246,6 @@ class Coordinator(service.Service):
             self._coordinator_changed(bully, action.name)
 
     def _coordinator_changed(self, bully: Bully, name: str | None) -> None:
-        self._watch(None if name == self.name else name)
         if name is None:
             log.info("election: coordinator unknown, election under way ({phase})",
                      phase=bully.phase.value)
@@ -256,25 +257,27 @@ class Coordinator(service.Service):
             log.info("election: coordinator is now {coordinator} (rank {rank})",
                      coordinator=name, rank=bully.peers.get(name))
 
-    def _watch(self, name: str | None) -> None:
-        """Hear at once when the link to the coordinator drops (its process died, or it
-        stopped answering ZMTP heartbeats), instead of at the next ``clock`` probe."""
-        peer = self.server.peers.get(name) if name is not None else None
-        client = getattr(peer, "sync_client", None)
-        if client is self._watched:
-            return
-        if self._watched is not None:
-            self._watched.watch(None)
-        self._watched = client if hasattr(client, "watch") else None
-        if self._watched is not None:
-            self._watched.watch(lambda: self._link_lost(name))
+    def _watch_links(self) -> None:
+        """Hear at once when the link to a peer drops (its process died, or it stopped
+        answering ZMTP heartbeats), instead of at the next ``clock`` probe or timeout."""
+        for name, peer in self.server.peers.items():
+            client = getattr(peer, "sync_client", None)
+            if hasattr(client, "watch") and client not in self._watched:
+                client.watch(lambda n=name: self._link_lost(n))
+                self._watched.append(client)
+        live = [getattr(p, "sync_client", None) for p in self.server.peers.values()]
+        self._watched = [c for c in self._watched if c in live]
 
-    def _link_lost(self, name: str | None) -> None:
+    def _link_lost(self, name: str) -> None:
         bully = self.bully
-        if bully is None or name is None or bully.coordinator != name:
+        if bully is None:
             return
-        log.warn("coordinator {coordinator}'s connection dropped: election", coordinator=name)
-        self._run(bully.coordinator_failed(name))
+        if bully.coordinator == name and not bully.is_coordinator:
+            log.warn("coordinator {coordinator}'s connection dropped: election",
+                     coordinator=name)
+            self._run(bully.coordinator_failed(name))
+        else:  # an election waiting for this peer's answer need not wait any longer
+            self._run(bully.election_request_failed(name))
 
     def _reschedule(self) -> None:
         """One timer at the machine's next deadline, so its timeouts fire on time without
