@@ -30,10 +30,10 @@ class Net:
         self.published: list[tuple[float, str, dict[str, Any]]] = []
         self.watched: list[WatchedClient] = []
 
-    def drop(self, name: str) -> None:
-        """Every connection to ``name`` drops: its watchers hear of it."""
+    def drop(self, name: str, at: str | None = None) -> None:
+        """Every connection to ``name`` (only ``at``'s, if given) drops: its watchers hear."""
         for client in self.watched:
-            if client.to == name and client.on_lost is not None:
+            if client.to == name and at in (None, client.owner) and client.on_lost is not None:
                 client.on_lost()
 
     def boot(self, name: str, rank: int, skew: float = 0.0) -> FakeServer:
@@ -55,6 +55,8 @@ class Net:
             kind = WatchedClient if self.watchable else FakeClient
             server.peers = {n: SimpleNamespace(name=n, rank=s.rank, sync_client=kind(self, n))
                             for n, s in listed.items() if n != server.cfg.name}
+            for peer in server.peers.values():
+                peer.sync_client.owner = server.cfg.name
             server.coordination.peers_changed()
 
     def publish(self, topic: str, payload: bytes) -> bool:
@@ -218,9 +220,9 @@ def test_an_election_stops_waiting_for_a_peer_whose_link_dropped() -> None:
     s3.serve = lambda body, send: None  # type: ignore[method-assign]
     s3.deliver = lambda topic, payload: None  # type: ignore[method-assign]
     s3.coordination.stopService()
-    net.drop("s3")
+    net.drop("s3", at="s1")  # s1 notices first and asks s2, which elects in turn
     net.clock.advance(0.01)  # s2 now waits for s3's answer to its election
-    net.drop("s3")  # ... whose link has dropped meanwhile: s2 wins without the timeout
+    net.drop("s3", at="s2")  # ... whose link has dropped meanwhile: s2 wins at once
     net.clock.advance(0.02)
     assert {n: v for n, v in net.views().items() if n != "s3"} == {"s1": "s2", "s2": "s2"}
 

@@ -276,8 +276,9 @@ class Coordinator(service.Service):
             log.warn("coordinator {coordinator}'s connection dropped: election",
                      coordinator=name)
             self._run(bully.coordinator_failed(name))
-        else:  # an election waiting for this peer's answer need not wait any longer
-            self._run(bully.election_request_failed(name))
+        # An election (maybe already running, started by a lower peer's request) waiting
+        # for this peer's answer need not wait any longer.
+        self._run(bully.election_request_failed(name))
 
     def _reschedule(self) -> None:
         """One timer at the machine's next deadline, so its timeouts fire on time without
