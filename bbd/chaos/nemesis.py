@@ -31,7 +31,7 @@ class Applied:
 
 class Nemesis:
     def __init__(self, cluster: NetCluster, split: tuple[list[str], list[str]],
-                 clock: Callable[[], float], ready_timeout: float = 60.0) -> None:
+                 clock: Callable[[], float], ready_timeout: float = 120.0) -> None:
         self.cluster = cluster
         self.split = split
         self.clock = clock  # seconds since the load began
