@@ -14,7 +14,11 @@ from bbd.client import Client, Unavailable
 
 ACKED, REFUSED, TIMED_OUT = "acknowledged", "refused", "timed out"
 WRITES = ("login", "channel", "publish", "message")
-CHANNEL_POOL = 24  # clients create channels sala-0..sala-23: names collide on purpose
+# Clients create channels from a pool of names shared by all, so that names collide on
+# purpose; the pool is renewed every POOL_SECONDS, so that creations keep racing for free
+# names through a long run instead of all being refused once the first pool is taken.
+CHANNEL_POOL = 24
+POOL_SECONDS = 30.0
 FIRST_CHANNEL = "geral"
 
 
@@ -133,7 +137,8 @@ class Workload:
             return "message", {"src": user, "dst": rng.choice(self.users),
                                "message": f"{user} note {n}"}
         if roll < 0.85:
-            return "channel", {"channel": f"sala-{rng.randrange(CHANNEL_POOL)}"}
+            pool = int(self.record.clock() // POOL_SECONDS)
+            return "channel", {"channel": f"sala-{pool}-{rng.randrange(CHANNEL_POOL)}"}
         if roll < 0.95:
             return "history", {"channel": rng.choice(known), "limit": 20}
         return "login", {"user": user}
