@@ -21,8 +21,9 @@ _COLOURS = dict(zip(KINDS, plt.get_cmap("tab10").colors, strict=False))
 
 
 def draw(path: Path, requests: list[Request], faults: list[Applied],
-         violations: list[Violation], title: str, bin_seconds: float = 1.0) -> None:
+         violations: list[Violation], title: str) -> None:
     end = max([r.end for r in requests] + [a.ready or a.start for a in faults] + [1.0])
+    bin_seconds = max(1.0, round(end / 400))  # at most about 400 points per line
     bins = int(end // bin_seconds) + 1
     acked = [0] * bins
     timed_out = [0] * bins
@@ -35,7 +36,7 @@ def draw(path: Path, requests: list[Request], faults: list[Applied],
         elif r.outcome == TIMED_OUT:
             timed_out[b] += 1
     xs = [b * bin_seconds for b in range(bins)]
-    fig, ax = plt.subplots(figsize=(max(10, min(40, end / 12)), 5.5))
+    fig, ax = plt.subplots(figsize=(max(10, min(20, end / 12)), 5.5))
     for a in faults:
         stop = a.ready or a.undone or a.start
         ax.axvspan(a.start, stop, color=_COLOURS.get(a.fault.kind, "grey"), alpha=0.25, lw=0)
@@ -43,7 +44,7 @@ def draw(path: Path, requests: list[Request], faults: list[Applied],
             label="acknowledged/s")
     ax.plot(xs, [n / bin_seconds for n in timed_out], color="orange", lw=1,
             label="timed out/s")
-    ax.set_xlabel("seconds since the load began")
+    ax.set_xlabel(f"seconds since the load began ({bin_seconds:.0f} s bins)")
     ax.set_ylabel("operations per second")
     lat = ax.twinx()
     lat.plot(xs, [statistics.median(v) if v else float("nan") for v in latencies],
