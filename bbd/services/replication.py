@@ -122,12 +122,17 @@ class Replication:
                 results = yield defer.DeferredList(
                     [self._ask(p.repl_client, "replicate", data) for p in peers],
                     consumeErrors=True)
+                taken = []
                 for peer, (ok, reply) in zip(peers, results, strict=True):
                     if not ok:
                         self._peer_down(peer, reply.getErrorMessage())
                         continue
-                    # Competitors are durable at the peer; ours follow in the background.
-                    self._take(Op.from_dict(c) for c in reply.get("competitors") or [])
+                    # Competitors are durable at the peer; the outcome is decided on our
+                    # board, so it must hold them (journaled, then applied) first: decided
+                    # without them, two origins could each grant the same channel name.
+                    taken.append(self._take(
+                        Op.from_dict(c) for c in reply.get("competitors") or [])[1])
+                yield defer.DeferredList(taken, consumeErrors=True)
         except Exception:
             log.failure("replication of {n} operations failed", n=len(batch))
         finally:
