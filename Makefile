@@ -15,8 +15,10 @@ SERVERS ?= 3
 BOTS ?= 2
 DATA ?= run
 BASE_PORT ?=
+MINUTES ?= 1
+SEED ?=
 
-.PHONY: install system-packages test-packages run status test lint bench clean
+.PHONY: install system-packages test-packages run status test lint bench chaos clean
 
 install: system-packages $(VENV)/.installed clients/js/node_modules/.package-lock.json \
 	clients/c/cliente
@@ -57,6 +59,10 @@ test: install test-packages lint
 
 bench: install
 	$(PY) -m bbd.benchmarks
+
+# The nemesis and checker (as root): make chaos MINUTES=30 SEED=15
+chaos: install
+	$(VENV)/bin/bbd chaos --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) --out chaos-report
 
 clean:
 	rm -rf $(VENV) clients/js/node_modules $(DATA)

@@ -1,4 +1,5 @@
-"""The ``bbd`` command: ``up`` (run the board locally), ``status``, ``probe``, ``bench``."""
+"""The ``bbd`` command: ``up`` (run the board locally), ``status``, ``probe``, ``bench``,
+``chaos`` (the nemesis and checker)."""
 
 from __future__ import annotations
 
@@ -137,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=5.0, help="length of each run")
     bench.add_argument("--service", default="publish", choices=["publish", "channels"],
                        help="request sent: a post (a write) or a channel list (a read)")
+    from bbd.chaos import run as chaos
+
+    chaos.parser(sub.add_parser("chaos", help="faults under load, then every write checked "
+                                "(needs root: a network namespace per daemon)"))
     return parser
 
 
@@ -183,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             return b.on_own_board(args.clients, args.seconds, args.service)
         return b.main(args.frontend or _local(args.base_port, "frontend"), args.clients,
                       args.seconds, args.service)
+    if args.command == "chaos":
+        from bbd.chaos import run as chaos
+
+        return chaos.main(args)
     return 2
 
 

@@ -20,10 +20,19 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
+from zmq.utils.monitor import parse_monitor_message
 
 log = Logger()
 
 HIGH_WATER_MARK = 10_000
+# ZMTP heartbeats on every request socket to a peer: a peer whose process died closes its
+# TCP connection at once; one that hangs (SIGSTOP: its connections stay open) stops
+# answering PINGs, which ZeroMQ's I/O thread answers even while the peer's reactor is busy,
+# and ZeroMQ drops the connection after HEARTBEAT_TIMEOUT. A watcher (``watch``) hears both.
+HEARTBEAT_IVL_MS = 200
+HEARTBEAT_TIMEOUT_MS = 700
+HEARTBEAT_TTL_MS = 2000
+_monitor_ids = itertools.count(1)
 
 
 class PeerUnavailable(Exception):
@@ -199,8 +208,28 @@ class DealerClient(_Connection):
         self.address = address
         self._ids = itertools.count(1)
         self._waiting: dict[bytes, tuple[defer.Deferred, Any]] = {}
+        self._on_lost: Callable[[], None] | None = None
+        self._monitor: _Monitor | None = None
         super().__init__(factory, [connect(address)],
-                         {zmq.IMMEDIATE: 1, zmq.MAXMSGSIZE: max_bytes})
+                         {zmq.IMMEDIATE: 1, zmq.MAXMSGSIZE: max_bytes,
+                          zmq.HEARTBEAT_IVL: HEARTBEAT_IVL_MS,
+                          zmq.HEARTBEAT_TIMEOUT: HEARTBEAT_TIMEOUT_MS,
+                          zmq.HEARTBEAT_TTL: HEARTBEAT_TTL_MS})
+
+    def watch(self, on_lost: Callable[[], None] | None) -> None:
+        """Call ``on_lost`` each time the connection to the peer drops (its process died,
+        or it stopped answering heartbeats); None stops the calls. The socket monitor is
+        made on first use and lives as long as the socket."""
+        self._on_lost = on_lost
+        if on_lost is None or self._monitor is not None or self.socket is None:
+            return
+        address = f"inproc://bbd-monitor-{next(_monitor_ids)}"
+        self.socket.monitor(address, zmq.EVENT_DISCONNECTED)
+        self._monitor = _Monitor(self.factory, address, self._event)
+
+    def _event(self, event: int) -> None:
+        if event == zmq.EVENT_DISCONNECTED and self._on_lost is not None:
+            self._on_lost()
 
     def request(self, body: bytes, timeout: float) -> defer.Deferred:
         corr = b"%d" % next(self._ids)
@@ -233,6 +262,12 @@ class DealerClient(_Connection):
         # Take the table first: an errback may send again or close again, and one that
         # raised must not leave half the waiters with cancelled timers behind.
         waiting, self._waiting = self._waiting, {}
+        self._on_lost = None
+        if self._monitor is not None:
+            if self.socket is not None:
+                self.socket.disable_monitor()
+            self._monitor.shutdown()
+            self._monitor = None
         if self.socket is not None:
             self.shutdown()
         for d, call in waiting.values():
@@ -240,6 +275,30 @@ class DealerClient(_Connection):
                 call.cancel()
             if not d.called:
                 d.errback(PeerUnavailable(f"{self.address}: closed"))
+
+
+class _Monitor(_Connection):
+    """The PAIR end of a socket monitor: one event per message, read on the reactor."""
+
+    socketType = zmq.PAIR
+
+    def __init__(self, factory: ZmqFactory, address: str,
+                 on_event: Callable[[int], None]) -> None:
+        self.on_event = on_event
+        super().__init__(factory, [connect(address)])
+        # ZeroMQ's descriptor signals edges only: read what the connect left pending, or
+        # the reactor never hears of the events queued behind it.
+        self.doRead()
+
+    def messageReceived(self, message: list[bytes]) -> None:
+        try:
+            event = parse_monitor_message(message)["event"]
+        except Exception:
+            return  # not a monitor event: nothing to report
+        try:
+            self.on_event(event)
+        except Exception:
+            log.failure("unhandled error while handling a socket event")
 
 
 class Publisher(_Connection):

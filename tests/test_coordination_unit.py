@@ -22,11 +22,19 @@ EPOCH = 1_700_000_000.0
 
 
 class Net:
-    def __init__(self) -> None:
+    def __init__(self, watchable: bool = False) -> None:
+        self.watchable = watchable  # clients with socket monitors (``watch``)
         self.clock = Clock()
         self.clock.advance(EPOCH)
         self.servers: dict[str, FakeServer] = {}
         self.published: list[tuple[float, str, dict[str, Any]]] = []
+        self.watched: list[WatchedClient] = []
+
+    def drop(self, name: str, at: str | None = None) -> None:
+        """Every connection to ``name`` (only ``at``'s, if given) drops: its watchers hear."""
+        for client in self.watched:
+            if client.to == name and at in (None, client.owner) and client.on_lost is not None:
+                client.on_lost()
 
     def boot(self, name: str, rank: int, skew: float = 0.0) -> FakeServer:
         server = FakeServer(self, name, rank, skew)
@@ -44,8 +52,11 @@ class Net:
         """The reference's list reaching every live server: all servers not crashed."""
         listed = {n: s for n, s in self.servers.items() if s.up}
         for server in listed.values():
-            server.peers = {n: SimpleNamespace(name=n, rank=s.rank, sync_client=FakeClient(self, n))
+            kind = WatchedClient if self.watchable else FakeClient
+            server.peers = {n: SimpleNamespace(name=n, rank=s.rank, sync_client=kind(self, n))
                             for n, s in listed.items() if n != server.cfg.name}
+            for peer in server.peers.values():
+                peer.sync_client.owner = server.cfg.name
             server.coordination.peers_changed()
 
     def publish(self, topic: str, payload: bytes) -> bool:
@@ -102,6 +113,19 @@ class FakeClient:
         return d
 
 
+class WatchedClient(FakeClient):
+    """With a socket monitor: ``Net.drop`` calls its watcher at once, as ZeroMQ reports a
+    connection that closed or stopped answering heartbeats."""
+
+    def __init__(self, net: Net, to: str) -> None:
+        super().__init__(net, to)
+        self.on_lost: Any = None
+        net.watched.append(self)
+
+    def watch(self, on_lost: Any) -> None:
+        self.on_lost = on_lost
+
+
 class FakeServer:
     def __init__(self, net: Net, name: str, rank: int, skew: float) -> None:
         self.cfg = SimpleNamespace(name=name, election_answer_timeout=0.5,
@@ -140,8 +164,8 @@ def timers(net: Net) -> None:
     net.clock.callLater(0.5, check)
 
 
-def cluster(skews: tuple[float, ...] = (0.0, 0.0, 0.0)) -> Net:
-    net = Net()
+def cluster(skews: tuple[float, ...] = (0.0, 0.0, 0.0), watchable: bool = False) -> Net:
+    net = Net(watchable)
     timers(net)
     for i, skew in enumerate(skews, start=1):
         net.boot(f"s{i}", i, skew)
@@ -172,6 +196,52 @@ def test_coordinator_crash_fails_over_within_a_second() -> None:
     first = next(t for t, _, m in net.published
                  if t >= killed and m["data"]["coordinator"] == "s2")
     assert first - killed <= 0.6  # one probe interval plus a failed election request
+
+
+def test_a_dropped_link_to_the_coordinator_elects_at_once() -> None:
+    net = cluster(watchable=True)
+    killed = net.clock.seconds()
+    net.crash("s3")
+    net.drop("s3")  # the monitor's disconnect: before any probe or timeout
+    net.clock.advance(0.01)
+    assert net.views() == {"s1": "s2", "s2": "s2"}
+    first = next(t for t, _, m in net.published
+                 if t >= killed and m["data"]["coordinator"] == "s2")
+    assert first - killed <= 0.01
+    # A dropped link to a server that is not the coordinator changes nothing.
+    net.drop("s1")
+    net.clock.advance(0.01)
+    assert net.views() == {"s1": "s2", "s2": "s2"}
+
+
+def test_an_election_stops_waiting_for_a_peer_whose_link_dropped() -> None:
+    net = cluster(watchable=True)
+    s3 = net.servers["s3"]  # hung: connected, silent (its requests time out)
+    s3.serve = lambda body, send: None  # type: ignore[method-assign]
+    s3.deliver = lambda topic, payload: None  # type: ignore[method-assign]
+    s3.coordination.stopService()
+    net.drop("s3", at="s1")  # s1 notices first and asks s2, which elects in turn
+    net.clock.advance(0.01)  # s2 now waits for s3's answer to its election
+    net.drop("s3", at="s2")  # ... whose link has dropped meanwhile: s2 wins at once
+    net.clock.advance(0.02)
+    assert {n: v for n, v in net.views().items() if n != "s3"} == {"s1": "s2", "s2": "s2"}
+
+
+def test_a_returning_server_takes_over_only_once_caught_up() -> None:
+    net = cluster()
+    net.crash("s3")
+    net.run(1.0)
+    s3 = FakeServer(net, "s3", 3, 0.0)
+    s3.ready = False  # registered, still catching up
+    net.servers["s3"] = s3
+    s3.coordination.startService()
+    net.refresh()
+    net.run(2.0)
+    assert net.views() == {"s1": "s2", "s2": "s2", "s3": None}
+    s3.ready = True
+    s3.coordination.started()  # what the server calls once it serves clients
+    net.run(1.0)
+    assert net.views() == {"s1": "s3", "s2": "s3", "s3": "s3"}
 
 
 def test_leaving_the_reference_list_starts_an_election() -> None:

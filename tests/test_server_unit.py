@@ -249,3 +249,37 @@ def test_catch_up_given_up_leaves_no_unhandled_page(tmp_path: Path) -> None:
     assert len(failures) == 1 and len(asked) == 2
     asked[1].errback(ConnectionError("peer gone"))
     assert asked[1].result is None  # swallowed: nobody waits for it now
+
+
+def test_a_competitor_in_an_ack_decides_the_outcome_even_on_a_slow_disk(
+        tmp_path: Path) -> None:
+    """Found by the nemesis (tests/test_replication.py's twenty creators, under load): the
+    origin decided before the competitor an ack carried had reached its board (it was only
+    journaled in the background), so two origins each answered sucesso for one name."""
+    from bbd.services.replication import Peer
+
+    server, clock, front = make_server(tmp_path)
+    server.ready = True
+    server._resumed_from_pause = lambda: False
+    disk: list[defer.Deferred] = []  # journal batches, made durable when the test says
+
+    def slow(records: list) -> defer.Deferred:
+        disk.append(defer.Deferred())
+        return disk[-1]
+
+    server.committer.submit = slow
+    server.board.apply(Op("servidor-2", 1, 1, "login", 1.0, {"user": "ana"}))
+    earlier = Op("servidor-2", 2, 2, "channel", 1.0, {"channel": "sala"}, "other-rid")
+    server.lamport.observe(10)  # ours comes later in the total order than the competitor
+    server.peers["servidor-2"] = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1")
+    server._ask = lambda client, service, data: defer.succeed(
+        {"status": "OK", "competitors": [earlier.to_dict()]})
+    server._on_client([b"c"], request("channel", channel="sala", id="my-rid"))
+    disk.pop(0).callback(None)  # our own operation is durable
+    clock.advance(0)  # the outbox leaves: the ack names servidor-2's earlier creation
+    assert front.replies == []  # not decided while the competitor is not on our board
+    disk.pop(0).callback(None)  # the competitor is durable here too
+    reply = front.replies[-1][1]["data"]
+    assert reply["status"] == "erro" and "already exists" in reply["description"]
+    assert server.board.channel_list() == ["sala"]
+    assert server.board.by_rid("other-rid") is not None

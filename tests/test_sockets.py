@@ -149,3 +149,49 @@ def connected_client_ignoring(factory, address: str):
             return client
         yield task.deferLater(reactor, 0.02, lambda: None)
     raise AssertionError(f"no connection to {address}")
+
+
+PEER = """
+import sys, zmq
+s = zmq.Context().socket(zmq.ROUTER)
+s.bind(sys.argv[1])
+print("up", flush=True)
+while True:
+    msg = s.recv_multipart()
+    s.send_multipart([*msg[:-1], msg[-1].upper()])
+"""
+
+
+@defer.inlineCallbacks
+def wait_until(predicate, timeout: float, what: str):
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        yield task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
+@pytest_twisted.inlineCallbacks
+def test_a_watcher_hears_a_peer_die_or_hang(factory, fault: str) -> None:
+    """A killed peer's connection closes; a stopped one keeps it open but stops answering
+    ZMTP heartbeats, and ZeroMQ drops it: either way the watcher is called."""
+    import signal
+    import subprocess
+    import sys
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    peer = subprocess.Popen([sys.executable, "-c", PEER, address], stdout=subprocess.PIPE)
+    try:
+        assert peer.stdout.readline() == b"up\n"
+        client = yield connected_client(factory, address)
+        lost: list[float] = []
+        client.watch(lambda: lost.append(reactor.seconds()))
+        yield task.deferLater(reactor, 1.0, lambda: None)  # heartbeats answered: no call
+        assert lost == []
+        peer.send_signal(getattr(signal, fault))
+        yield wait_until(lambda: lost, 10, "the watcher to be called")
+        client.close()
+    finally:
+        peer.kill()
+        peer.wait()

@@ -17,14 +17,19 @@ Election (PROTOCOL.md, "Server to server"):
   ``announce_interval`` (lost announcements and late subscribers heal that way; ``rank``
   is an extension so a server that has not seen the winner in the reference's list yet
   can still judge the claim).
-* Failure detection: every ``check_interval`` a follower sends the coordinator the
+* Failure detection: every server watches its links to its peers (a socket monitor;
+  ZMTP heartbeats on every peer link, ``bbd.sockets``): a coordinator whose process died
+  is noticed when its connection closes, one that hangs when it stops answering
+  heartbeats (``HEARTBEAT_TIMEOUT``, 0.7 s); an election waiting for a peer whose link
+  dropped stops waiting. Besides, every ``check_interval`` a follower sends the
+  coordinator the
   standard ``clock`` request; a request that goes unanswered (not a ``erro`` reply: that
   is an answer) reports the coordinator failed. So does any other request to it that
   goes unanswered, the coordinator leaving the reference's list, and, as a last resort,
   the lease in the Bully machine (no announcement for ``coordinator_timeout``).
-* The election starts as soon as the server knows its rank (the first peer-list refresh
-  after registering), before it has caught up and serves clients: the role does not
-  depend on the board, and a returning higher server takes the role back sooner.
+* The election starts once the server knows its rank and has caught up (it serves
+  clients): a returning higher server takes the role back only with a current board, so
+  the role does not flap while it replays and pulls.
 
 Berkeley (extension messages ``adjust`` and ``berkeley``):
 
@@ -113,6 +118,7 @@ class Coordinator(service.Service):
         self._round_later: Any = None
         self._last_round = -math.inf
         self._announced_ranks: dict[str, int] = {}  # heard on `servers`, for the log
+        self._watched: list[Any] = []  # peers' sync clients whose links we watch
 
     # -- service life ------------------------------------------------------------------
 
@@ -132,6 +138,9 @@ class Coordinator(service.Service):
             if call_ is not None and call_.active():
                 call_.cancel()
         self._tick_call = self._round_later = None
+        for client in self._watched:
+            client.watch(None)
+        self._watched = []
         if self.subscriber is not None and self.subscriber.socket is not None:
             self.subscriber.shutdown()
         self.subscriber = None
@@ -161,6 +170,7 @@ class Coordinator(service.Service):
             self._run(self.bully.peers_changed(self._ranks()))
         else:
             self._activate()
+        self._watch_links()  # peers' clients may be new
 
     def message_handled(self, count: int) -> None:
         every = self.server.cfg.berkeley_every
@@ -190,7 +200,10 @@ class Coordinator(service.Service):
         """Create the Bully machine once the rank is known (anew if the rank changed) and
         start the election every server runs when it starts."""
         rank = self.server.rank
-        if not self.running or rank is None:
+        # Only once caught up (serving clients): a returning server does not take the role
+        # back with a stale board, and servers that restart together do not each start an
+        # election the moment they register.
+        if not self.running or rank is None or not getattr(self.server, "ready", True):
             return
         if self.bully is not None and self.bully.rank == rank:
             return
@@ -245,6 +258,29 @@ class Coordinator(service.Service):
             rank = bully.peers.get(name, self._announced_ranks.get(name))
             log.info("election: coordinator is now {coordinator}{rank}", coordinator=name,
                      rank="" if rank is None else f" (rank {rank})")
+
+    def _watch_links(self) -> None:
+        """Hear at once when the link to a peer drops (its process died, or it stopped
+        answering ZMTP heartbeats), instead of at the next ``clock`` probe or timeout."""
+        for name, peer in self.server.peers.items():
+            client = getattr(peer, "sync_client", None)
+            if hasattr(client, "watch") and client not in self._watched:
+                client.watch(lambda n=name: self._link_lost(n))
+                self._watched.append(client)
+        live = [getattr(p, "sync_client", None) for p in self.server.peers.values()]
+        self._watched = [c for c in self._watched if c in live]
+
+    def _link_lost(self, name: str) -> None:
+        bully = self.bully
+        if bully is None:
+            return
+        if bully.coordinator == name and not bully.is_coordinator:
+            log.warn("coordinator {coordinator}'s connection dropped: election",
+                     coordinator=name)
+            self._run(bully.coordinator_failed(name))
+        # An election (maybe already running, started by a lower peer's request) waiting
+        # for this peer's answer need not wait any longer.
+        self._run(bully.election_request_failed(name))
 
     def _reschedule(self) -> None:
         """One timer at the machine's next deadline, so its timeouts fire on time without
