@@ -283,3 +283,34 @@ def test_a_competitor_in_an_ack_decides_the_outcome_even_on_a_slow_disk(
     assert reply["status"] == "erro" and "already exists" in reply["description"]
     assert server.board.channel_list() == ["sala"]
     assert server.board.by_rid("other-rid") is not None
+
+
+def test_a_stopping_server_lets_writes_in_flight_finish_replicating(tmp_path: Path) -> None:
+    """Found by the nemesis: SIGTERM closed the links to the peers while a creation was
+    being replicated, so it was decided alone and the name granted twice."""
+    from bbd.services.replication import Peer
+
+    server, clock, front = make_server(tmp_path)
+    server.ready = True
+    server._resumed_from_pause = lambda: False
+    server.committer.submit = lambda records: defer.succeed(None)
+    closed: list[str] = []
+
+    class Link:
+        def close(self) -> None:
+            closed.append("closed")
+
+    peer = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1", repl_client=Link())
+    server.peers["servidor-2"] = peer
+    acks: list[defer.Deferred] = []
+    server._ask = lambda client, service, data: acks.append(defer.Deferred()) or acks[-1]
+    server._on_client([b"c"], request("channel", channel="sala"))
+    clock.advance(0)  # the replicate leaves and waits for its ack
+    assert len(acks) == 1
+    stopped = server._stop()
+    clock.advance(0.5)
+    assert closed == [] and not stopped.called  # the link stays while the write is open
+    acks[0].callback({"status": "OK", "competitors": []})
+    clock.advance(0.05)
+    assert closed == ["closed"] and stopped.called
+    assert front.replies[-1][1]["data"]["status"] == "sucesso"

@@ -245,6 +245,12 @@ class BoardServer(Replication, service.Service):
         goodbye = getattr(self.frontend, "close", None)  # the worker link says BYE
         if goodbye is not None:
             goodbye()
+        # Writes in flight finish replicating before the links to the peers close: one
+        # decided without them would be granted here alone (found by the nemesis: a
+        # channel name granted twice across a SIGTERM, no partition involved).
+        deadline = self.clock.seconds() + 2 * self.cfg.peer_timeout
+        while self.settling and self.clock.seconds() < deadline:
+            yield _sleep(self.clock, 0.01)
         for peer in self.peers.values():
             self._close_peer(peer)
         # Let in-flight journal batches finish, then write the files once more.
