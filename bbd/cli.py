@@ -40,9 +40,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="directory for each daemon's pid, log and data (default: run)")
     up.add_argument("--clock-skews", type=_floats, default=[],
                     help="per-server physical clock skew in seconds, e.g. -3,0,5")
+    up.add_argument("--no-auth", action="store_true",
+                    help="classroom mode: internal ports open to anyone (see README)")
     st = sub.add_parser("status", help="one row per live server")
     st.add_argument("--reference", default=f"tcp://127.0.0.1:{config.port('reference')}")
     st.add_argument("--timeout", type=float, default=1.0)
+    st.add_argument("--keys", type=Path, default=Path("run") / "keys",
+                    help="the board's keys (default: run/keys; without them, no auth)")
+    keys = sub.add_parser("keys", help="create the board's CURVE keys in DIR if missing")
+    keys.add_argument("dir", type=Path)
     bench = sub.add_parser("bench", help="load: concurrent clients against the broker")
     bench.add_argument("--frontend", default=f"tcp://127.0.0.1:{config.port('frontend')}")
     bench.add_argument("--clients", type=int, nargs="+", default=[1, 16])
@@ -55,11 +61,22 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.servers < 1:
             parser.error("--servers must be at least 1")
-        layout = launcher.Layout(args.data.resolve(), servers=args.servers,
-                                 skews=args.clock_skews)
+        from bbd import auth
+
+        data = args.data.resolve()
+        keys = None if args.no_auth else data / "keys"
+        if keys is not None and auth.create(keys):
+            print(f"created the board's keys in {keys} (owner only)")
+        layout = launcher.Layout(data, servers=args.servers, skews=args.clock_skews, keys=keys)
         return launcher.run(layout, args.bots, args.bot_interval)
+    if args.command == "keys":
+        from bbd import auth
+
+        made = auth.create(args.dir)
+        print(f"{'created' if made else 'kept'} the board's keys in {args.dir}")
+        return 0
     if args.command == "status":
-        return status(args.reference, args.timeout)
+        return status(args.reference, args.timeout, args.keys)
     if args.command == "bench":
         from bbd import bench as b
 
@@ -74,17 +91,22 @@ def _clock_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
-def status(reference: str, timeout: float) -> int:
+def status(reference: str, timeout: float, keys_dir: Path | None = None) -> int:
+    from bbd import auth
     from bbd.client import ask_once
 
-    listing = ask_once(reference, "list", timeout=timeout)
+    keys = auth.load(keys_dir) if keys_dir is not None and keys_dir.exists() else None
+    security = auth.client_options(keys)
+    listing = ask_once(reference, "list", timeout=timeout, security=security)
     if listing is None:
-        print(f"reference {reference} does not answer", file=sys.stderr)
+        hint = "" if keys else f" (no keys in {keys_dir}: is the board running --no-auth?)"
+        print(f"reference {reference} does not answer{hint}", file=sys.stderr)
         return 1
     rows = [("", "name", "rank", "ready", "coordinator", "lamport", "offset s", "last sync (UTC)",
              "applied")]
     for entry in listing.get("list", []):
-        s = ask_once(entry["sync"], "status", timeout=timeout) if entry.get("sync") else None
+        s = ask_once(entry["sync"], "status", timeout=timeout, security=security) \
+            if entry.get("sync") else None
         if s is None:
             rows.append(("?", entry["name"], str(entry["rank"]), "no answer", "", "", "", "",
                          ""))

@@ -53,6 +53,7 @@ class Layout:
     reference: int = field(default_factory=lambda: config.port("reference"))
     server_base: int = field(default_factory=lambda: config.port("sync"))
     skews: list[float] = field(default_factory=list)
+    keys: Path | None = None  # the board's CURVE keys; None: authentication off (--no-auth)
 
     def url(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -65,14 +66,20 @@ class Layout:
     def server_name(self, i: int) -> str:
         return f"servidor-{i}"
 
+    def auth_args(self) -> list[str]:
+        """For the daemons with internal ports (SecureDaemonOptions)."""
+        return ["--keys", str(self.keys)] if self.keys is not None else ["--no-auth"]
+
     def reference_daemon(self) -> Daemon:
         d = self.data / "reference"
         return Daemon("reference", "bbd-reference",
-                      ["--listen", self.url(self.reference), "--data", str(d)], d)
+                      ["--listen", self.url(self.reference), "--data", str(d),
+                       *self.auth_args()], d)
 
     def proxy_daemon(self) -> Daemon:
         return Daemon("proxy", "bbd-proxy", ["--xsub", self.url(self.xsub),
-                                             "--xpub", self.url(self.xpub)], self.data / "proxy")
+                                             "--xpub", self.url(self.xpub), *self.auth_args()],
+                      self.data / "proxy")
 
     def broker_daemon(self) -> Daemon:
         return Daemon("broker", "bbd-broker", ["--frontend", self.url(self.frontend),
@@ -86,7 +93,7 @@ class Layout:
         args = ["--name", name, "--data", str(d), "--bind", self.host,
                 "--broker", self.url(self.backend), "--publish", self.url(self.xsub),
                 "--subscribe", self.url(self.xpub), "--reference", self.url(self.reference),
-                "--sync-port", str(sync), "--replication-port", str(repl)]
+                "--sync-port", str(sync), "--replication-port", str(repl), *self.auth_args()]
         if i <= len(self.skews) and self.skews[i - 1]:
             args += ["--clock-skew", str(self.skews[i - 1])]
         return Daemon(name, "bbd-server", args + (extra or []), d)

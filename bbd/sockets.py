@@ -3,7 +3,8 @@
 It guards against txZMQ's known pitfalls: bounded queues (its default high-water mark is
 unlimited), socket options set before any endpoint, multipart publications ``[topic,
 payload]`` instead of its one-frame ``tag\\0message``, our own timeouts on an injected clock,
-and replies routed by envelope so a late or duplicate reply is simply dropped.
+and replies routed by envelope so a late or duplicate reply is simply dropped. ``security``
+takes ``bbd.auth.server_options`` / ``client_options`` (CURVE), set before any endpoint.
 
 Importing this module installs Twisted's default reactor (txZMQ does so): import it only
 where a daemon starts, never from a plugin module or a pure core.
@@ -77,9 +78,10 @@ class RouterServer(_Connection):
     socketType = zmq.ROUTER
 
     def __init__(self, factory: ZmqFactory, endpoints: list[ZmqEndpoint],
-                 on_request: Callable[[list[bytes], bytes], None], max_bytes: int) -> None:
+                 on_request: Callable[[list[bytes], bytes], None], max_bytes: int,
+                 security: dict[int, Any] | None = None) -> None:
         self.on_request = on_request
-        super().__init__(factory, endpoints, {zmq.MAXMSGSIZE: max_bytes})
+        super().__init__(factory, endpoints, {zmq.MAXMSGSIZE: max_bytes, **(security or {})})
 
     def messageReceived(self, message: list[bytes]) -> None:
         if len(message) < 2:
@@ -105,13 +107,13 @@ class DealerClient(_Connection):
     socketType = zmq.DEALER
 
     def __init__(self, factory: ZmqFactory, address: str, clock: IReactorTime,
-                 max_bytes: int) -> None:
+                 max_bytes: int, security: dict[int, Any] | None = None) -> None:
         self.clock = clock
         self.address = address
         self._ids = itertools.count(1)
         self._waiting: dict[bytes, tuple[defer.Deferred, Any]] = {}
         super().__init__(factory, [connect(address)],
-                         {zmq.IMMEDIATE: 1, zmq.MAXMSGSIZE: max_bytes})
+                         {zmq.IMMEDIATE: 1, zmq.MAXMSGSIZE: max_bytes, **(security or {})})
 
     def request(self, body: bytes, timeout: float) -> defer.Deferred:
         corr = b"%d" % next(self._ids)
@@ -149,8 +151,9 @@ class DealerClient(_Connection):
 class Publisher(_Connection):
     socketType = zmq.PUB
 
-    def __init__(self, factory: ZmqFactory, endpoints: list[ZmqEndpoint]) -> None:
-        super().__init__(factory, endpoints)
+    def __init__(self, factory: ZmqFactory, endpoints: list[ZmqEndpoint],
+                 security: dict[int, Any] | None = None) -> None:
+        super().__init__(factory, endpoints, security)
 
     def publish(self, topic: str, payload: bytes) -> bool:
         return self.send_parts([topic.encode("utf-8"), payload])

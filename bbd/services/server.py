@@ -24,10 +24,10 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
-from bbd import config, protocol
+from bbd import auth, config, protocol
 from bbd.commit import GroupCommit
 from bbd.lamport import LamportClock
-from bbd.options import DaemonOptions, tcp_local
+from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
 from bbd.protocol import ProtocolError, Request
 from bbd.services.replication import Peer, Replication
@@ -62,6 +62,7 @@ class ServerConfig:
     berkeley_every: int = 10
     election_answer_timeout: float = 0.5
     election_announce_timeout: float = 1.5
+    keys: auth.Keys | None = None  # None: authentication off (--no-auth)
 
     def endpoint(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -104,6 +105,9 @@ class BoardServer(Replication, service.Service):
         self._reference_lost = False
         self._cut_off = False
         self.factory = None
+        self.guard: auth.Guard | None = None
+        self.token = ""  # proves to the reference that our name is ours
+        self.registered: set[str] = set()  # every name the reference ever ranked
         self.frontend = None
         self.coordination = None  # election + Berkeley, attached by the plugin
         self.client_handlers = {
@@ -120,6 +124,7 @@ class BoardServer(Replication, service.Service):
 
         super().startService()
         self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.token = auth.server_token(self.cfg.data_dir)
         records, cut = self.journal.load()
         if cut:
             log.warn("journal: cut {cut} bytes of torn tail (never acknowledged)", cut=cut)
@@ -132,14 +137,20 @@ class BoardServer(Replication, service.Service):
                  n=len(records), dir=str(self.cfg.data_dir))
         self.factory = sockets.make_factory()
         mb = self.cfg.max_bytes
+        # The ZAP guard first: a CURVE port bound without it would admit any key.
+        self.guard = auth.Guard(self.factory.context, self.cfg.keys,
+                                auth.threadsafe_refusal_logger(log, self.cfg.name)).start()
+        inbound, outbound = auth.server_options(self.cfg.keys), auth.client_options(self.cfg.keys)
         self.replication = sockets.RouterServer(
             self.factory, [sockets.bind(f"tcp://{self.cfg.bind}:{self.cfg.replication_port}")],
-            self._on_replication, mb)
+            self._on_replication, mb, inbound)
         self.sync = sockets.RouterServer(
             self.factory, [sockets.bind(f"tcp://{self.cfg.bind}:{self.cfg.sync_port}")],
-            self._on_sync, mb)
-        self.publisher = sockets.Publisher(self.factory, [sockets.connect(self.cfg.publish)])
-        self.reference = sockets.DealerClient(self.factory, self.cfg.reference, self.clock, mb)
+            self._on_sync, mb, inbound)
+        self.publisher = sockets.Publisher(
+            self.factory, [sockets.connect(self.cfg.publish)], outbound)
+        self.reference = sockets.DealerClient(
+            self.factory, self.cfg.reference, self.clock, mb, outbound)
         self._last_tick = time.monotonic()
         self._starting = self._start_up()
 
@@ -174,6 +185,8 @@ class BoardServer(Replication, service.Service):
             yield _sleep(self.clock, 0.01)
         self.write_files()
         self.journal.close()
+        if self.guard is not None:
+            self.guard.stop()
         if self.factory is not None:
             self.factory.shutdown()
             self.factory = None
@@ -203,14 +216,15 @@ class BoardServer(Replication, service.Service):
         try:
             if self.rank is None:
                 reply = yield self._ask(self.reference, "rank", {
-                    "user": self.cfg.name,
+                    "user": self.cfg.name, "token": self.token,
                     "sync": self.cfg.endpoint(self.cfg.sync_port),
                     "replication": self.cfg.endpoint(self.cfg.replication_port)})
                 self.rank = int(reply["rank"])
                 log.info("{name} registered with rank {rank}", name=self.cfg.name,
                          rank=self.rank)
             else:
-                reply = yield self._ask(self.reference, "heartbeat", {"user": self.cfg.name})
+                reply = yield self._ask(self.reference, "heartbeat",
+                                        {"user": self.cfg.name, "token": self.token})
                 if reply.get("status") == "unknown":
                     log.warn("reference does not know {name}: registering again",
                              name=self.cfg.name)
@@ -218,7 +232,7 @@ class BoardServer(Replication, service.Service):
                     self._cut_off = True
                     return
             reply = yield self._ask(self.reference, "list", {})
-            self._update_peers(reply.get("list") or [])
+            self._update_peers(reply.get("list") or [], reply.get("registered"))
             if self._reference_lost:
                 log.info("reference {ref} reachable again", ref=self.cfg.reference)
                 self._reference_lost = False
@@ -400,8 +414,8 @@ def _sleep(clock: Any, seconds: float) -> defer.Deferred:
     return task.deferLater(clock, seconds, lambda: None)
 
 
-class Options(DaemonOptions):
-    optParameters = DaemonOptions.optParameters + [
+class Options(SecureDaemonOptions):
+    optParameters = SecureDaemonOptions.optParameters + [
         ["name", None, None, "server name (default: the host name)"],
         ["data", None, "dados", "data directory (journal and JSON files)"],
         ["broker", None, tcp_local("backend"), "broker's DEALER endpoint"],
@@ -445,7 +459,7 @@ def makeService(options: Options) -> service.MultiService:
         berkeley_interval=t("berkeley_interval"),
         berkeley_every=int(t("berkeley_every_messages")),
         election_answer_timeout=t("election_answer_timeout"),
-        election_announce_timeout=t("election_announce_timeout"),
+        election_announce_timeout=t("election_announce_timeout"), keys=options["auth"],
     )
     top = service.MultiService()
     server = BoardServer(cfg)
