@@ -244,7 +244,8 @@ def test_bbd_up_runs_restarts_and_stops(tmp_path) -> None:
         "import sys; from pathlib import Path; from bbd import launcher;"
         f"l = launcher.Layout(Path({str(tmp_path / 'up')!r}), servers=2,"
         f"frontend={layout.frontend}, backend={layout.backend}, xsub={layout.xsub},"
-        f"xpub={layout.xpub}, reference={layout.reference}, server_base={layout.server_base});"
+        f"xpub={layout.xpub}, reference={layout.reference}, server_base={layout.server_base},"
+        f"keys=Path({str(layout.keys)!r}));"
         "sys.exit(launcher.run(l, 0, 3))"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
