@@ -52,6 +52,7 @@ test: install lint
 
 bench: install
 	$(PY) -m bbd.benchmarks
+	$(PY) -m bbd.benchmarks --compare auth
 
 clean:
 	rm -rf $(VENV) clients/js/node_modules $(DATA)

@@ -1,8 +1,13 @@
-"""``make bench``: write throughput and latency of a replicated board against a baseline.
+"""``make bench``: write throughput and latency of a board against a baseline.
 
-Two clusters run at once on this machine: one server without replication (the baseline)
-and three replicated servers. Measurements alternate between them, round after round, so
-that the machine's noise falls on both alike; the ratio is what to read.
+Two clusters run at once on this machine and measurements alternate between them, round
+after round, so that the machine's noise falls on both alike; the ratio is what to read.
+
+* ``--compare replication`` (default): one server without replication (the baseline)
+  against three replicated servers.
+* ``--compare auth``: three replicated servers in classroom mode (``--no-auth``, the
+  baseline) against the same with CURVE on every internal link: the cost of
+  authentication.
 """
 
 from __future__ import annotations
@@ -22,10 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=4.0, help="per measurement")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--compare", choices=["replication", "auth"], default="replication")
     args = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bbd-bench-"))
-    clusters = {"1 server, no replication": Cluster(root / "one", servers=1),
-                "3 servers, replicated": Cluster(root / "three", servers=3)}
+    if args.compare == "auth":
+        clusters = {"3 servers, no auth": Cluster(root / "open", authenticated=False),
+                    "3 servers, CURVE": Cluster(root / "curve")}
+    else:
+        clusters = {"1 server, no replication": Cluster(root / "one", servers=1),
+                    "3 servers, replicated": Cluster(root / "three", servers=3)}
     results: dict[tuple[str, int], list[dict]] = {}
     try:
         for c in clusters.values():
@@ -51,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     base, repl = clusters
     for n in args.clients:
         ratio = med[(repl, n)]["rate"] / med[(base, n)]["rate"]
-        print(f"  ratio replicated/baseline, {n} clients: throughput {ratio:.2f}x, "
+        print(f"  ratio {repl}/{base}, {n} clients: throughput {ratio:.2f}x, "
               f"p50 latency {med[(repl, n)]['p50_ms'] / med[(base, n)]['p50_ms']:.2f}x")
     return 0
 

@@ -231,7 +231,8 @@ def test_bot_rejects_bad_options(args):
     assert "usage:" in result.stderr
 
 
-COMPOSE_SERVICES = {"referencia", "broker", "proxy", "servidor", "cliente", "cliente_automatico"}
+COMPOSE_SERVICES = {"claves", "referencia", "broker", "proxy", "servidor", "cliente",
+                    "cliente_automatico"}
 
 
 def compose(*args):
@@ -257,6 +258,9 @@ def test_compose_file_shape():
     services = config["services"]
     assert services["servidor"]["deploy"]["replicas"] == 3
     assert "/app/dados" in services["servidor"]["volumes"]
+    for name in ("referencia", "proxy", "servidor"):  # the board's keys, from one volume
+        assert "claves:/claves:ro" in services[name]["volumes"]
+        assert "/claves" in services[name]["command"]
     assert services["cliente"]["container_name"] == "cliente"
     assert services["cliente"]["stdin_open"] and services["cliente"]["tty"]
     bots = services["cliente_automatico"]
