@@ -207,6 +207,19 @@ def test_forged_post_on_the_proxy_xsub_reaches_subscribers_only_in_classroom_mod
         watcher.close()
 
 
+def test_bbd_status_uses_the_keys(board: Cluster, capsys: pytest.CaptureFixture,
+                                  tmp_path: Path) -> None:
+    from bbd import cli
+
+    keys_dir = board.layout.keys if board.keys is not None else tmp_path / "none"
+    assert cli.status(board.reference, 1.0, keys_dir) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in board.names())
+    # Without the keys, an authenticated board does not answer.
+    code = cli.status(board.reference, 1.0, tmp_path / "none")
+    assert code == (1 if board.keys is not None else 0)
+
+
 def test_fake_peer_is_admitted_only_in_classroom_mode(board: Cluster) -> None:
     """Last in the module: in classroom mode the fake joins the list (by design)."""
     fake = {"user": "fake-peer", "sync": "tcp://127.0.0.1:1", "replication": "tcp://127.0.0.1:2"}
