@@ -145,6 +145,11 @@ class Replication:
                     if not ok:
                         self._peer_down(peer, reply.getErrorMessage())
                         continue
+                    if reply.get("status") != "OK":
+                        # Refused (it missed earlier operations, so ours would leave a gap):
+                        # leave it out until its next pull has caught it up.
+                        self._peer_down(peer, f"refused: {reply.get('description')}")
+                        continue
                     # Competitors are durable at the peer; ours follow in the background.
                     self._take(self._admissible(
                         [Op.from_dict(c) for c in reply.get("competitors") or []], peer.name))
