@@ -102,6 +102,7 @@ class Replication:
             peer.up = False
             log.warn("peer {peer} is not answering ({why}); it will catch up later",
                      peer=peer.name, why=why)
+
     # -- entitlement: what we believe from peers ------------------------------------
 
     def _known_origins(self) -> set[str]:
