@@ -103,9 +103,12 @@ class Registry:
             s.last_seen = None
         return gone
 
-    def registered(self) -> list[str]:
-        """Every name ever registered, live or not: the origins a replica may meet."""
-        return sorted(self.servers)
+    def registered(self) -> list[dict[str, Any]]:
+        """Every server ever registered, live or not, with its endpoints: the origins a
+        replica may meet, and the servers that may pull (a catching-up server may have
+        missed its heartbeats)."""
+        return [{"name": s.name, "rank": s.rank, **s.endpoints}
+                for s in sorted(self.servers.values(), key=lambda s: s.rank)]
 
     def entries(self) -> list[dict[str, Any]]:
         return [{"name": s.name, "rank": s.rank, "endpoints": s.endpoints,

@@ -132,4 +132,4 @@ def test_an_unclaimed_name_is_claimed_by_the_first_token() -> None:
     assert reg.rank("old", EP, 1.0, token="t") == (1, True)
     with pytest.raises(Refused):
         reg.rank("old", {"sync": "tcp://x:1"}, 2.0)
-    assert reg.registered() == ["old"]
+    assert reg.registered() == [{"name": "old", "rank": 1, **EP}]

@@ -86,7 +86,7 @@ class ReferenceService(service.Service):
         return {"rank": rank}
 
     def _list(self, req: Request) -> dict[str, Any]:
-        # ``registered`` (extension): every name ever ranked, the origins replicas accept.
+        # ``registered`` (extension): every server ever ranked, live or not.
         return {"list": self.registry.live(self.clock.seconds()),
                 "registered": self.registry.registered()}
 

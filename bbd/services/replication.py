@@ -44,7 +44,8 @@ class Replication:
 
     def _update_peers(self, listing: list[dict[str, Any]], registered: Any = None) -> None:
         if isinstance(registered, list):
-            self.registered.update(n for n in registered if isinstance(n, str))
+            self.registered.update({e["name"]: e for e in registered
+                                    if isinstance(e, dict) and isinstance(e.get("name"), str)})
         seen = set()
         for entry in listing:
             if self._add_peer(entry):
@@ -206,17 +207,20 @@ class Replication:
         if not isinstance(vector, dict):
             raise ProtocolError("pull needs a 'vector' map", "pull")
         vector = {str(k): int(v) for k, v in vector.items() if isinstance(v, int)}
-        # Only a server the reference lists may pull (the log holds private messages). A
-        # peer that pulls is about to serve: from now on it must get every new write, so a
-        # name we do not list yet makes us read the reference's list now. Its endpoints
-        # come from that list, never from the request.
+        # Only a server the reference registered may pull (the log holds private messages).
+        # A peer that pulls is about to serve: from now on it must get every new write, so
+        # a name we do not list yet makes us read the reference's list now (it may be
+        # catching up so long that it missed its heartbeats: registered is enough). Its
+        # endpoints come from the reference, never from the request.
         sender = req.data.get("from")
         name = sender.get("name") if isinstance(sender, dict) else None
         if isinstance(name, str) and name not in self.peers and name != self.cfg.name:
             reply = yield self._ask(self.reference, "list", {})
             self._update_peers(reply.get("list") or [], reply.get("registered"))
+            if name not in self.peers and name in self.registered:
+                self._add_peer(self.registered[name])
         if not isinstance(name, str) or name not in self.peers:
-            log.warn("refused pull from {name}: not a server the reference lists",
+            log.warn("refused pull from {name}: not a server the reference registered",
                      name=name if isinstance(name, str) else "an anonymous requester")
             raise ProtocolError("pull is for the board's listed servers only", "pull")
         self._mark_up(self.peers[name])

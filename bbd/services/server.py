@@ -107,7 +107,7 @@ class BoardServer(Replication, service.Service):
         self.factory = None
         self.guard: auth.Guard | None = None
         self.token = ""  # proves to the reference that our name is ours
-        self.registered: set[str] = set()  # every name the reference ever ranked
+        self.registered: dict[str, dict] = {}  # every server the reference ever ranked
         self.frontend = None
         self.coordination = None  # election + Berkeley, attached by the plugin
         self.client_handlers = {
