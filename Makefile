@@ -59,6 +59,7 @@ test: install test-packages lint
 
 bench: install
 	$(PY) -m bbd.benchmarks
+	$(PY) -m bbd.benchmarks --compare auth
 
 # The nemesis and checker (as root): make chaos MINUTES=30 SEED=15
 chaos: install

@@ -8,6 +8,11 @@ SIGSTOPped for ``--hang`` seconds under the same load (16 clients, 2 s per try, 
 tries with the same request id, as the C client and the bot do). Measurements alternate
 between the clusters so that the machine's noise falls on both alike; ratios are what to
 read.
+
+``auth``: three replicated servers in classroom mode (``--no-auth``, the baseline) against
+the same with CURVE on every internal link: the cost of authentication. It first times the
+bare link as well: round trips over one DEALER -> ROUTER pair with and without CURVE, 100
+requests in flight, in this process.
 """
 
 from __future__ import annotations
@@ -20,19 +25,74 @@ import tempfile
 import time
 from pathlib import Path
 
-from bbd import bench
+import zmq
+
+from bbd import auth, bench
 from bbd.localcluster import Cluster
 
 KEYS = ("rate", "p50_ms", "p90_ms", "p99_ms", "timeouts", "failed")
+
+def link_rate(keys: auth.Keys | None, seconds: float, size: int, window: int = 100) -> float:
+    """Round trips per second over one DEALER -> ROUTER link (CURVE if ``keys``)."""
+    ctx = zmq.Context()
+    guard = auth.Guard(ctx, keys).start()
+    server = auth.secure(ctx.socket(zmq.ROUTER), auth.server_options(keys))
+    client = auth.secure(ctx.socket(zmq.DEALER), auth.client_options(keys))
+    try:
+        port = server.bind_to_random_port("tcp://127.0.0.1")
+        client.connect(f"tcp://127.0.0.1:{port}")
+        body = b"x" * size
+        client.send(body)  # the handshake, outside the timing
+        server.send_multipart(server.recv_multipart())
+        client.recv()
+        done = 0
+        began = time.perf_counter()
+        stop = began + seconds
+        for _ in range(window):
+            client.send(body)
+        while time.perf_counter() < stop:
+            server.send_multipart(server.recv_multipart())
+            client.recv()
+            done += 1
+            client.send(body)
+        return done / (time.perf_counter() - began)
+    finally:
+        for sock in (client, server):
+            sock.close(0)
+        guard.stop()
+        ctx.term()
+
+
+def compare_links(keys_dir: Path, seconds: float, rounds: int) -> None:
+    auth.create(keys_dir)
+    keys = auth.load(keys_dir)
+    for size in (64, 4096):
+        runs: dict[str, list[float]] = {"no auth": [], "CURVE": []}
+        for _ in range(rounds):
+            runs["no auth"].append(link_rate(None, seconds, size))
+            runs["CURVE"].append(link_rate(keys, seconds, size))
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        print(f"link, {size:>4}-byte messages: no auth {med['no auth']:9.0f}/s  CURVE "
+              f"{med['CURVE']:9.0f}/s  ratio {med['CURVE'] / med['no auth']:.2f}x", flush=True)
+
 
 
 def _median(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in KEYS}
 
 
+def auth_suite(root: Path, args: argparse.Namespace) -> None:
+    compare_links(root / "link-keys", min(args.seconds, 2.0), args.rounds)
+    _side_by_side({"3 servers, no auth": Cluster(root / "open", authenticated=False),
+                   "3 servers, CURVE": Cluster(root / "curve")}, args)
+
+
 def replication(root: Path, args: argparse.Namespace) -> None:
-    clusters = {"1 server, no replication": Cluster(root / "one", servers=1),
-                "3 servers, replicated": Cluster(root / "three", servers=3)}
+    _side_by_side({"1 server, no replication": Cluster(root / "one", servers=1),
+                   "3 servers, replicated": Cluster(root / "three", servers=3)}, args)
+
+
+def _side_by_side(clusters: dict[str, Cluster], args: argparse.Namespace) -> None:
     results: dict[tuple[str, int], list[dict]] = {}
     try:
         for c in clusters.values():
@@ -55,7 +115,7 @@ def replication(root: Path, args: argparse.Namespace) -> None:
     base, repl = clusters
     for n in args.clients:
         ratio = med[(repl, n)]["rate"] / med[(base, n)]["rate"]
-        print(f"  ratio replicated/baseline, {n} clients: throughput {ratio:.2f}x, "
+        print(f"  ratio {repl}/{base}, {n} clients: throughput {ratio:.2f}x, "
               f"p50 latency {med[(repl, n)]['p50_ms'] / med[(base, n)]['p50_ms']:.2f}x")
 
 
@@ -124,7 +184,7 @@ def broker(root: Path, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bbd.benchmarks")
-    p.add_argument("suites", nargs="*", choices=["replication", "broker"],
+    p.add_argument("suites", nargs="*", choices=["replication", "broker", "auth"],
                    default=["replication", "broker"])
     p.add_argument("--seconds", type=float, default=4.0, help="per measurement")
     p.add_argument("--rounds", type=int, default=4, help="even: each cluster goes first "
@@ -139,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for suite in args.suites:
             print(f"== {suite} ==", flush=True)
-            {"replication": replication, "broker": broker}[suite](root / suite, args)
+            {"replication": replication, "broker": broker,
+             "auth": auth_suite}[suite](root / suite, args)
             print(flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--dashboard-port", type=int, default=None, metavar="N",
                     help=f"the live dashboard's web port (default {config.port('dashboard')}, "
                     "moved with --base-port; 0: no dashboard)")
+    up.add_argument("--no-auth", action="store_true",
+                    help="classroom mode: internal ports open to anyone (see README)")
     up.add_argument("--demo", action="store_true",
                     help="dashboard buttons to pause, resume, kill and restart servers")
     up.add_argument("--metrics-base", type=int, default=None, metavar="N",
@@ -107,8 +109,13 @@ def _parser() -> argparse.ArgumentParser:
                     f"tcp://127.0.0.1:{config.port('broker_status')}, or the one of "
                     "--base-port)")
     st.add_argument("--base-port", type=_port, default=None, metavar="N", help=base_help)
+    st.add_argument("--keys", type=Path, default=Path("run") / "keys",
+                    help="the board's keys (without them, ask as a board running --no-auth)")
     st.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
                     help="how long to wait for each answer")
+    keys = sub.add_parser("keys", formatter_class=fmt,
+                          help="create the board's CURVE keys in DIR if missing")
+    keys.add_argument("dir", type=Path, help="where the keys go (owner only)")
     pr = sub.add_parser("probe", formatter_class=fmt,
                         help="exit 0 if a daemon answers (Kubernetes probes)")
     pr.add_argument("daemon", choices=probe.DAEMONS, help="which daemon to ask")
@@ -163,9 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         metrics = moved(args.metrics_base, "metrics")
         if args.demo and not dashboard:
             parser.error("--demo needs the dashboard (--dashboard-port)")
-        layout = launcher.Layout.at_base(args.data.resolve(), args.base_port,
+        from bbd import auth
+
+        data = args.data.resolve()
+        keys = None if args.no_auth else data / "keys"
+        if keys is not None and auth.create(keys):
+            print(f"created the board's keys in {keys} (owner only)")
+        layout = launcher.Layout.at_base(data, args.base_port,
                                          servers=args.servers, skews=args.clock_skews,
-                                         dashboard=dashboard, metrics_base=metrics)
+                                         dashboard=dashboard, metrics_base=metrics, keys=keys)
         if any(not 0 < p < 65536 for _, p in layout.web_ports()):
             parser.error(f"--base-port {args.base_port}: the dashboard and metrics ports "
                          f"{dashboard} and {metrics} are out of range; give "
@@ -176,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         return launcher.run(layout, args.bots, args.bot_interval, demo=args.demo)
     if args.command == "status":
         return status(args.reference or _local(args.base_port, "reference"), args.timeout,
-                      args.broker or _local(args.base_port, "broker_status"))
+                      args.broker or _local(args.base_port, "broker_status"), args.keys)
+    if args.command == "keys":
+        from bbd import auth
+
+        made = auth.create(args.dir)
+        print(f"{'created' if made else 'kept'} the board's keys in {args.dir}")
+        return 0
     if args.command == "probe":
         ok, why = probe.probe(args.daemon, args.endpoint, args.ready, args.timeout)
         print(why, file=sys.stdout if ok else sys.stderr)
@@ -213,19 +232,25 @@ def _broker_columns(worker: dict | None) -> tuple[str, str]:
     return state, str(worker["in_flight"])
 
 
-def status(reference: str, timeout: float, broker: str | None = None) -> int:
+def status(reference: str, timeout: float, broker: str | None = None,
+           keys_dir: Path | None = None) -> int:
+    from bbd import auth
     from bbd.client import ask_once
 
-    listing = ask_once(reference, "list", timeout=timeout)
+    keys = auth.load(keys_dir) if keys_dir is not None and keys_dir.exists() else None
+    security = auth.client_options(keys)
+    listing = ask_once(reference, "list", timeout=timeout, security=security)
     if listing is None:
-        print(f"reference {reference} does not answer", file=sys.stderr)
+        hint = "" if keys else f" (no keys in {keys_dir}: is the board running --no-auth?)"
+        print(f"reference {reference} does not answer{hint}", file=sys.stderr)
         return 1
     view = ask_once(broker, "status", timeout=timeout) if broker else None
     workers = {w["name"]: w for w in (view or {}).get("workers", [])}
     rows = [("", "name", "rank", "ready", "coordinator", "lamport", "offset s", "last sync (UTC)",
              "applied", "broker", "in flight")]
     for entry in listing.get("list", []):
-        s = ask_once(entry["sync"], "status", timeout=timeout) if entry.get("sync") else None
+        s = ask_once(entry["sync"], "status", timeout=timeout, security=security) \
+            if entry.get("sync") else None
         seen_by_broker = _broker_columns(workers.get(entry["name"]))
         if s is None:
             rows.append(("?", entry["name"], str(entry["rank"]), "no answer", "", "", "", "",

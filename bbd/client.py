@@ -25,8 +25,11 @@ class Unavailable(Exception):
 
 class Client:
     def __init__(self, endpoint: str, *, timeout: float | None = None, retries: int = 3,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None,
+                 security: dict[int, Any] | None = None) -> None:
+        """``security``: socket options for an internal port, ``bbd.auth.client_options``."""
         self.endpoint = endpoint
+        self.security = security or {}
         self.timeout = config.timing("request_timeout") if timeout is None else timeout
         self.retries = retries
         self.ctx = context or zmq.Context.instance()
@@ -36,6 +39,8 @@ class Client:
     def _connect(self) -> zmq.Socket:
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
+        for option, value in self.security.items():
+            sock.setsockopt(option, value)
         sock.connect(self.endpoint)
         return sock
 
@@ -91,10 +96,11 @@ def _decode_reply(reply: bytes) -> dict[str, Any]:
 
 
 def ask_once(endpoint: str, service: str, data: dict[str, Any] | None = None,
-             timeout: float = 1.0) -> dict[str, Any] | None:
+             timeout: float = 1.0, security: dict[int, Any] | None = None
+             ) -> dict[str, Any] | None:
     """One try, no retry: the reply's data, or None if nothing answered in time (for
     probes: status, readiness)."""
-    c = Client(endpoint, timeout=timeout, retries=1)
+    c = Client(endpoint, timeout=timeout, retries=1, security=security)
     try:
         return c.request(service, data)
     except Unavailable:

@@ -62,6 +62,7 @@ class Layout:
     routing: str = "readiness"  # the broker's; "round-robin" is today's plain relay
     dashboard: int = 0  # the dashboard's HTTP port (0: no dashboard)
     metrics_base: int = 0  # server i serves /metrics on metrics_base + i - 1 (0: off)
+    keys: Path | None = None  # the board's CURVE keys; None: authentication off (--no-auth)
 
     @classmethod
     def at_base(cls, data: Path, base: int, **kw: Any) -> Layout:
@@ -107,20 +108,27 @@ class Layout:
     def server_name(self, i: int) -> str:
         return f"servidor-{i}"
 
+    def auth_args(self) -> list[str]:
+        """For the daemons with internal ports (SecureDaemonOptions)."""
+        return ["--keys", str(self.keys)] if self.keys is not None else ["--no-auth"]
+
     def reference_daemon(self) -> Daemon:
         d = self.data / "reference"
         return Daemon("reference", "bbd-reference",
-                      ["--listen", self.url(self.reference), "--data", str(d)], d)
+                      ["--listen", self.url(self.reference), "--data", str(d),
+                       *self.auth_args()], d)
 
     def proxy_daemon(self) -> Daemon:
         return Daemon("proxy", "bbd-proxy", ["--xsub", self.url(self.xsub),
-                                             "--xpub", self.url(self.xpub)], self.data / "proxy")
+                                             "--xpub", self.url(self.xpub), *self.auth_args()],
+                      self.data / "proxy")
 
     def broker_daemon(self) -> Daemon:
         return Daemon("broker", "bbd-broker", ["--frontend", self.url(self.frontend),
                                                "--backend", self.url(self.backend),
                                                "--status", self.url(self.broker_status),
-                                               "--routing", self.routing],
+                                               "--routing", self.routing,
+                                               *self.auth_args()],
                       self.data / "broker")
 
     def server_daemon(self, i: int, extra: list[str] | None = None) -> Daemon:
@@ -130,7 +138,7 @@ class Layout:
         args = ["--name", name, "--data", str(d), "--bind", self.host,
                 "--broker", self.url(self.backend), "--publish", self.url(self.xsub),
                 "--subscribe", self.url(self.xpub), "--reference", self.url(self.reference),
-                "--sync-port", str(sync), "--replication-port", str(repl)]
+                "--sync-port", str(sync), "--replication-port", str(repl), *self.auth_args()]
         if self.routing != "readiness":
             args += ["--routing", self.routing]
         if i <= len(self.skews) and self.skews[i - 1]:
@@ -142,7 +150,7 @@ class Layout:
     def dashboard_daemon(self, demo_control: str | None = None) -> Daemon:
         args = ["--port", str(self.dashboard), "--interface", self.host,
                 "--reference", self.url(self.reference), "--subscribe", self.url(self.xpub),
-                "--broker", self.url(self.frontend)]
+                "--broker", self.url(self.frontend), *self.auth_args()]
         if demo_control:
             args += ["--demo-control", demo_control]
         return Daemon("dashboard", "bbd-dashboard", args, self.data / "dashboard")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bbd import auth
 from bbd.client import Client, ask_once
 from bbd.launcher import Daemon, Layout
 
@@ -57,12 +58,19 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
 class Cluster:
     def __init__(self, root: Path, servers: int = 3, skews: list[float] | None = None,
                  server_args: list[str] | None = None, env: dict[str, str] | None = None,
-                 routing: str = "readiness"):
+                 routing: str = "readiness", authenticated: bool = True):
+        """``authenticated``: CURVE on the internal links with keys made in ``root/keys``
+        (``self.keys``, for the harness's own probes); False runs the daemons --no-auth."""
         base = _free_block(5 + 2 * servers + 2)
+        keys_dir = root / "keys" if authenticated else None
+        if keys_dir is not None:
+            auth.create(keys_dir)
+        self.keys = auth.load(keys_dir) if keys_dir is not None else None
         self.layout = Layout(root, servers=servers, frontend=base, backend=base + 1,
                              xsub=base + 2, xpub=base + 3, reference=base + 4,
                              server_base=base + 5, skews=skews or [],
-                             broker_status=base + 5 + 2 * servers, routing=routing)
+                             broker_status=base + 5 + 2 * servers, routing=routing,
+                             keys=keys_dir)
         self.server_args = server_args or []
         self.env = {**os.environ, **(env or {})}
         self.procs: dict[str, subprocess.Popen] = {}
@@ -83,6 +91,14 @@ class Cluster:
     @property
     def reference(self) -> str:
         return self.layout.url(self.layout.reference)
+
+    @property
+    def xsub(self) -> str:
+        return self.layout.url(self.layout.xsub)
+
+    def replication_endpoint(self, name: str) -> str:
+        i = self.names().index(name) + 1
+        return self.layout.url(self.layout.server_ports(i)[1])
 
     def names(self) -> list[str]:
         return [self.layout.server_name(i) for i in range(1, self.layout.servers + 1)]
@@ -152,7 +168,8 @@ class Cluster:
 
     def ask(self, endpoint: str, service: str, data: dict | None = None,
             timeout: float = 0.5) -> dict | None:
-        return ask_once(endpoint, service, data, timeout)
+        """One probe of an internal port, with the board's keys."""
+        return ask_once(endpoint, service, data, timeout, auth.client_options(self.keys))
 
     def status(self, name: str, timeout: float = 0.5) -> dict | None:
         return self.ask(self.sync_endpoint(name), "status", timeout=timeout)

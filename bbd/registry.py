@@ -3,12 +3,28 @@
 Pure: callers pass ``now``. Ranks start at 1, are never reused, and the same name always
 gets its rank back; ``entries()`` is what the service persists so this holds across its
 own restarts.
+
+A name belongs to the server that first registered it with a token (a secret the server
+generates once and keeps in its data directory): its endpoints change only on a ``rank``
+that presents the same token, so nobody else can redirect a name's traffic to themselves.
+Only a hash of the token is kept. A name registered without a token (a server of another
+team, or an entry persisted before tokens existed) is claimed by the first token shown.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class Refused(Exception):
+    """A registration that would take over a name that belongs to another server."""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -16,6 +32,7 @@ class Server:
     name: str
     rank: int
     endpoints: dict[str, str] = field(default_factory=dict)
+    token_hash: str | None = None  # sha256 of the owner's token; None: not claimed yet
     last_seen: float | None = None  # None: registered once, not heard from since we started
 
 
@@ -24,17 +41,30 @@ class Registry:
         self.expiry = expiry
         self.servers: dict[str, Server] = {}
         for e in entries or []:
-            s = Server(str(e["name"]), int(e["rank"]), dict(e.get("endpoints") or {}))
+            s = Server(str(e["name"]), int(e["rank"]), dict(e.get("endpoints") or {}),
+                       e.get("token_hash") if isinstance(e.get("token_hash"), str) else None)
             self.servers[s.name] = s
 
-    def rank(self, name: str, endpoints: dict[str, str], now: float) -> tuple[int, bool]:
+    def rank(self, name: str, endpoints: dict[str, str], now: float,
+             token: str | None = None) -> tuple[int, bool]:
         """Register (or re-register) ``name``; returns its rank and whether the persisted
-        entries changed."""
+        entries changed. Raises Refused if the name belongs to a server with another token
+        and the endpoints would change (same endpoints: harmless, the rank is returned)."""
         server = self.servers.get(name)
         changed = False
+        presented = token_hash(token) if token else None
+        if server is not None and server.token_hash is not None \
+                and not (presented and hmac.compare_digest(presented, server.token_hash)):
+            if endpoints and endpoints != server.endpoints:
+                raise Refused(f"name '{name}' is registered to another server")
+            server.last_seen = now
+            return server.rank, False
         if server is None:
             server = Server(name, max((s.rank for s in self.servers.values()), default=0) + 1)
             self.servers[name] = server
+            changed = True
+        if presented and server.token_hash is None:
+            server.token_hash = presented
             changed = True
         if endpoints and endpoints != server.endpoints:
             server.endpoints = dict(endpoints)
@@ -42,11 +72,16 @@ class Registry:
         server.last_seen = now
         return server.rank, changed
 
-    def heartbeat(self, name: str, now: float) -> bool:
-        """False for a name never registered: the server must call ``rank`` again."""
+    def heartbeat(self, name: str, now: float, token: str | None = None) -> bool:
+        """False for a name never registered: the server must call ``rank`` again. Refused
+        if the name is claimed and the token is not its owner's (nobody keeps a dead
+        server listed in its place)."""
         server = self.servers.get(name)
         if server is None:
             return False
+        if server.token_hash is not None and not (
+                token and hmac.compare_digest(token_hash(token), server.token_hash)):
+            raise Refused(f"heartbeat for '{name}' without its owner's token")
         server.last_seen = now
         return True
 
@@ -68,6 +103,14 @@ class Registry:
             s.last_seen = None
         return gone
 
+    def registered(self) -> list[dict[str, Any]]:
+        """Every server ever registered, live or not, with its endpoints: the origins a
+        replica may meet, and the servers that may pull (a catching-up server may have
+        missed its heartbeats)."""
+        return [{"name": s.name, "rank": s.rank, **s.endpoints}
+                for s in sorted(self.servers.values(), key=lambda s: s.rank)]
+
     def entries(self) -> list[dict[str, Any]]:
-        return [{"name": s.name, "rank": s.rank, "endpoints": s.endpoints}
+        return [{"name": s.name, "rank": s.rank, "endpoints": s.endpoints,
+                 **({"token_hash": s.token_hash} if s.token_hash else {})}
                 for s in sorted(self.servers.values(), key=lambda s: s.rank)]

@@ -3,7 +3,8 @@
 It guards against txZMQ's known pitfalls: bounded queues (its default high-water mark is
 unlimited), socket options set before any endpoint, multipart publications ``[topic,
 payload]`` instead of its one-frame ``tag\\0message``, our own timeouts on an injected clock,
-and replies routed by envelope so a late or duplicate reply is simply dropped.
+and replies routed by envelope so a late or duplicate reply is simply dropped. ``security``
+takes ``bbd.auth.server_options`` / ``client_options`` (CURVE), set before any endpoint.
 
 Importing this module installs Twisted's default reactor (txZMQ does so): import it only
 where a daemon starts, never from a plugin module or a pure core.
@@ -86,9 +87,10 @@ class RouterServer(_Connection):
     socketType = zmq.ROUTER
 
     def __init__(self, factory: ZmqFactory, endpoints: list[ZmqEndpoint],
-                 on_request: Callable[[list[bytes], bytes], None], max_bytes: int) -> None:
+                 on_request: Callable[[list[bytes], bytes], None], max_bytes: int,
+                 security: dict[int, Any] | None = None) -> None:
         self.on_request = on_request
-        super().__init__(factory, endpoints, {zmq.MAXMSGSIZE: max_bytes})
+        super().__init__(factory, endpoints, {zmq.MAXMSGSIZE: max_bytes, **(security or {})})
 
     def messageReceived(self, message: list[bytes]) -> None:
         if len(message) < 2:
@@ -125,7 +127,8 @@ class BrokerWorker(_Connection):
 
     def __init__(self, factory: ZmqFactory, address: str,
                  on_request: Callable[[list[bytes], bytes], None], *, name: str, credit: int,
-                 clock: IReactorTime, heartbeat: float, ready: bool, max_bytes: int) -> None:
+                 clock: IReactorTime, heartbeat: float, ready: bool, max_bytes: int,
+                 security: dict[int, Any] | None = None) -> None:
         from twisted.internet import task
 
         from bbd import loadbalance as lb
@@ -140,7 +143,8 @@ class BrokerWorker(_Connection):
         self.view: dict[str, Any] = {"routing": False, "in_flight": 0, "heard": None}
         self._last_beat: float | None = None
         self._hold_until = 0.0
-        super().__init__(factory, [connect(address)], {zmq.MAXMSGSIZE: max_bytes})
+        super().__init__(factory, [connect(address)],
+                         {zmq.MAXMSGSIZE: max_bytes, **(security or {})})
         self._beat = task.LoopingCall(self._heartbeat)
         self._beat.clock = clock
         self._beat.start(heartbeat)
@@ -203,7 +207,7 @@ class DealerClient(_Connection):
     socketType = zmq.DEALER
 
     def __init__(self, factory: ZmqFactory, address: str, clock: IReactorTime,
-                 max_bytes: int) -> None:
+                 max_bytes: int, security: dict[int, Any] | None = None) -> None:
         self.clock = clock
         self.address = address
         self._ids = itertools.count(1)
@@ -214,7 +218,7 @@ class DealerClient(_Connection):
                          {zmq.IMMEDIATE: 1, zmq.MAXMSGSIZE: max_bytes,
                           zmq.HEARTBEAT_IVL: HEARTBEAT_IVL_MS,
                           zmq.HEARTBEAT_TIMEOUT: HEARTBEAT_TIMEOUT_MS,
-                          zmq.HEARTBEAT_TTL: HEARTBEAT_TTL_MS})
+                          zmq.HEARTBEAT_TTL: HEARTBEAT_TTL_MS, **(security or {})})
 
     def watch(self, on_lost: Callable[[], None] | None) -> None:
         """Call ``on_lost`` each time the connection to the peer drops (its process died,
@@ -304,8 +308,9 @@ class _Monitor(_Connection):
 class Publisher(_Connection):
     socketType = zmq.PUB
 
-    def __init__(self, factory: ZmqFactory, endpoints: list[ZmqEndpoint]) -> None:
-        super().__init__(factory, endpoints)
+    def __init__(self, factory: ZmqFactory, endpoints: list[ZmqEndpoint],
+                 security: dict[int, Any] | None = None) -> None:
+        super().__init__(factory, endpoints, security)
 
     def publish(self, topic: str, payload: bytes) -> bool:
         return self.send_parts([topic.encode("utf-8"), payload])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bbd import auth
 from bbd.client import Client, Subscriber
 from bbd.localcluster import Cluster, wait_for
 
@@ -89,7 +90,8 @@ def _spread(offsets: dict[str, float]) -> float:
 def test_berkeley_brings_skewed_clocks_together(make_cluster: Any) -> None:
     c = make_cluster(skews=[-3, 0, 5])
     names = c.names()
-    clients = {n: Client(c.sync_endpoint(n), timeout=1.0, retries=2) for n in names}
+    clients = {n: Client(c.sync_endpoint(n), timeout=1.0, retries=2,
+                         security=auth.client_options(c.keys)) for n in names}
     traffic = c.client(timeout=2.0)
     last: dict[str, float] = {}
     try:

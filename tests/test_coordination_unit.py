@@ -144,7 +144,8 @@ class FakeServer:
                                         check_interval=0.5, min_round_gap=0.5, max_rtt=0.2)
 
     def serve(self, body: bytes, send: Any) -> None:
-        handlers = {"clock": lambda req: {"time": self.physical.now()}}
+        handlers = {"clock": lambda req: {"time": self.physical.now()},
+                    "status": lambda req: self.coordination.status()}
         handlers.update(self.coordination.handlers())
         self.responder.handle(send, body, handlers)
 
@@ -247,8 +248,8 @@ def test_a_returning_server_takes_over_only_once_caught_up() -> None:
 def test_leaving_the_reference_list_starts_an_election() -> None:
     net = cluster()
     net.crash("s3")
-    net.refresh()  # noticed through the list before any probe
-    net.clock.advance(0.01)
+    net.refresh()  # noticed through the list before any probe (every 0.5 s)
+    net.run(0.05)  # a few hops: election, announcement, its confirmation
     assert net.views() == {"s1": "s2", "s2": "s2"}
 
 
@@ -312,18 +313,32 @@ def test_every_tenth_message_of_a_follower_asks_for_a_round() -> None:
     assert coordinator.rounds == before + 2
 
 
-def test_adjust_only_from_the_followed_coordinator() -> None:
+def test_adjust_only_from_the_followed_coordinator_and_only_if_it_sent_it() -> None:
     net = cluster()
     s1 = net.servers["s1"]
+    synced = s1.coordination.last_sync
     results: list[Any] = []
+    # Not the coordinator; then the coordinator's name on an adjustment it never sent.
     for sender in ("s2", "s3"):
-        d = call(FakeClient(net, "s1"), "adjust", {"name": sender, "delta": 0.25},
+        d = call(FakeClient(net, "s1"), "adjust", {"name": sender, "delta": 0.25, "round": 1},
                  lamport=LamportClock(), now=lambda: 0.0, timeout=1.0)
         d.addCallback(results.append)
         net.run(0.1)
-    assert results[0]["status"] == "erro"
-    assert results[1]["status"] == "OK"
-    assert s1.physical.pending() > 0
+    assert [r["status"] for r in results] == ["erro", "erro"]
+    assert s1.physical.pending() == 0 and s1.coordination.last_sync == synced
+    net.servers["s3"].coordination.request_round("test")  # the genuine one, confirmed
+    net.run(0.5)
+    assert s1.coordination.last_sync != synced
+
+
+def test_announcement_of_an_unlisted_or_unconfirmed_coordinator_is_ignored() -> None:
+    net = cluster()
+    for name, rank in (("evil-coord", 99), ("s2", 2)):  # a stranger; a server that is not
+        msg = protocol.message("election", {"coordinator": name, "rank": rank}, clock=1,
+                               timestamp=0.0)
+        net.publish(TOPIC, protocol.encode(msg))
+        net.run(0.5)
+        assert net.views() == {"s1": "s3", "s2": "s3", "s3": "s3"}
 
 
 def test_election_request_from_a_higher_rank_is_declined() -> None:

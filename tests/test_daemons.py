@@ -284,7 +284,7 @@ def test_bbd_up_runs_restarts_and_stops(tmp_path) -> None:
         f"l = launcher.Layout(Path({str(tmp_path / 'up')!r}), servers=2,"
         f"frontend={layout.frontend}, backend={layout.backend}, xsub={layout.xsub},"
         f"xpub={layout.xpub}, reference={layout.reference}, server_base={layout.server_base},"
-        f"broker_status={layout.broker_status});"
+        f"broker_status={layout.broker_status}, keys=Path({str(layout.keys)!r}));"
         "sys.exit(launcher.run(l, 0, 3))"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
@@ -298,8 +298,13 @@ def test_bbd_up_runs_restarts_and_stops(tmp_path) -> None:
                 return False
         wait_for(serving, 30, "bbd up to serve")
         pid_file = tmp_path / "up" / "servidor-1" / "twistd.pid"
-        wait_for(pid_file.exists, 30, "servidor-1 to write its pid file")
-        old = int(pid_file.read_text())
+        def pid() -> int | None:
+            try:
+                return int(pid_file.read_text())
+            except (OSError, ValueError):
+                return None
+        # Serving means one server is up; on a loaded machine the other may still start.
+        old = wait_for(pid, 30, "servidor-1's pid file")
         os.kill(old, signal.SIGKILL)
         def restarted() -> bool:
             try:

@@ -99,3 +99,37 @@ def test_expire_reports_each_server_once() -> None:
     assert [s["name"] for s in reg.live(101.0)] == ["a"]
     assert [s.name for s in reg.expire(200.0)] == ["a"]
     assert reg.rank("a", {}, 300.0) == (1, False)
+
+
+def test_a_name_belongs_to_the_token_that_first_claimed_it() -> None:
+    from bbd.registry import Refused
+
+    reg = Registry(EXPIRY)
+    assert reg.rank("s2", EP, 0.0, token="secret-2") == (1, True)
+    evil = {"sync": "tcp://evil:1", "replication": "tcp://evil:2"}
+    for token in (None, "guess"):
+        with pytest.raises(Refused):
+            reg.rank("s2", evil, 1.0, token=token)
+    assert reg.servers["s2"].endpoints == EP
+    assert reg.rank("s2", EP, 2.0) == (1, False)  # same endpoints: harmless, rank returned
+    moved = {"sync": "tcp://h2:1", "replication": "tcp://h2:2"}
+    assert reg.rank("s2", moved, 3.0, token="secret-2") == (1, True)  # the owner moves
+    with pytest.raises(Refused):
+        reg.heartbeat("s2", 4.0, token="guess")  # nobody keeps it listed in its place
+    assert reg.heartbeat("s2", 4.0, token="secret-2")
+    reborn = Registry(EXPIRY, reg.entries())  # the claim survives the reference's restart
+    assert "secret-2" not in str(reg.entries())  # only a hash is persisted
+    with pytest.raises(Refused):
+        reborn.rank("s2", evil, 5.0, token="guess")
+
+
+def test_an_unclaimed_name_is_claimed_by_the_first_token() -> None:
+    from bbd.registry import Refused
+
+    reg = Registry(EXPIRY, [{"name": "old", "rank": 1, "endpoints": EP}])  # before tokens
+    assert reg.rank("old", {}, 0.0) == (1, False)
+    assert reg.heartbeat("old", 0.0)  # unclaimed: standard servers without tokens work
+    assert reg.rank("old", EP, 1.0, token="t") == (1, True)
+    with pytest.raises(Refused):
+        reg.rank("old", {"sync": "tcp://x:1"}, 2.0)
+    assert reg.registered() == [{"name": "old", "rank": 1, **EP}]

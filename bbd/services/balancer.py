@@ -21,6 +21,7 @@ import zmq
 from twisted.application import service
 from twisted.logger import Logger
 
+from bbd import auth
 from bbd.loadbalance import Balancer, Settings
 
 log = Logger()
@@ -60,9 +61,10 @@ def readable(sock: zmq.Socket) -> bool:
 
 class BalancerService(service.Service):
     def __init__(self, frontend: str, backend: str, status: str | None, max_bytes: int,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, keys: auth.Keys | None = None) -> None:
         self.addresses = {"frontend": frontend, "backend": backend, "status": status}
         self.max_bytes = max_bytes
+        self.keys = keys  # the backend (and status port) take only the board's keys
         self.settings = settings or Settings()
         self.ctx: zmq.Context | None = None
         self.thread: threading.Thread | None = None
@@ -74,9 +76,14 @@ class BalancerService(service.Service):
         super().startService()
         self.reactor = reactor
         self.ctx = zmq.Context()
+        # The ZAP guard first: a CURVE port bound without it would admit any key.
+        self.guard = auth.Guard(self.ctx, self.keys,
+                                auth.threadsafe_refusal_logger(log, "broker")).start()
+        internal = auth.server_options(self.keys)
         front = self._socket(zmq.ROUTER, self.addresses["frontend"])
-        back = self._socket(zmq.ROUTER, self.addresses["backend"])
+        back = self._socket(zmq.ROUTER, self.addresses["backend"], internal)
         back.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone server raises, we re-route
+        # The status port stays open, like 5555: it tells only who is routed, and how busy.
         status = self._socket(zmq.ROUTER, self.addresses["status"]) \
             if self.addresses["status"] else None
         address = f"inproc://balancer-control-{id(self)}"
@@ -91,11 +98,13 @@ class BalancerService(service.Service):
         log.info("broker routing by readiness: clients {frontend}, servers {backend}, "
                  "status {status}", **self.addresses)
 
-    def _socket(self, kind: int, address: str) -> zmq.Socket:
+    def _socket(self, kind: int, address: str,
+                security: dict[int, Any] | None = None) -> zmq.Socket:
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_bytes)
         sock.setsockopt(zmq.SNDHWM, BACKEND_HWM)
+        auth.secure(sock, security or {})
         sock.bind(address)
         return sock
 
@@ -108,6 +117,7 @@ class BalancerService(service.Service):
         # not wait on them. A loop that fails to stop is left behind (a daemon thread).
         self.thread.join(1.0)
         self.control.close(0)
+        self.guard.stop()  # its ZAP socket must close before the context can end
         if not self.thread.is_alive():
             self.ctx.term()
         self.thread = None

@@ -8,13 +8,13 @@ from twisted.application import service
 from twisted.python import usage
 
 from bbd import config
-from bbd.options import DaemonOptions, tcp_any
+from bbd.options import SecureDaemonOptions, tcp_any
 
 ROUTINGS = ("readiness", "round-robin")
 
 
-class Options(DaemonOptions):
-    optParameters = DaemonOptions.optParameters + [
+class Options(SecureDaemonOptions):
+    optParameters = SecureDaemonOptions.optParameters + [
         ["frontend", None, tcp_any("frontend"), "ROUTER endpoint clients connect to"],
         ["backend", None, tcp_any("backend"), "endpoint servers connect to"],
         ["status", None, tcp_any("broker_status"),
@@ -34,8 +34,8 @@ def makeService(options: Options) -> service.Service:
     if options["routing"] == "round-robin":
         from bbd.services import relay
 
-        relay.broker(options["frontend"], options["backend"], options["max-bytes"]) \
-            .setServiceParent(top)
+        relay.broker(options["frontend"], options["backend"], options["max-bytes"],
+                     options["auth"]).setServiceParent(top)
         return top
     from bbd.loadbalance import Settings
     from bbd.services.balancer import BalancerService
@@ -44,5 +44,5 @@ def makeService(options: Options) -> service.Service:
     settings = Settings(heartbeat=t("broker_heartbeat"), liveness=t("broker_liveness"),
                         resend_after=t("broker_resend_after"))
     BalancerService(options["frontend"], options["backend"], options["status"] or None,
-                    options["max-bytes"], settings).setServiceParent(top)
+                    options["max-bytes"], settings, options["auth"]).setServiceParent(top)
     return top

@@ -119,6 +119,7 @@ class Coordinator(service.Service):
         self._last_round = -math.inf
         self._announced_ranks: dict[str, int] = {}  # heard on `servers`, for the log
         self._watched: list[Any] = []  # peers' sync clients whose links we watch
+        self._sent: dict[str, tuple[int, float]] = {}  # follower -> (round, delta) last sent
 
     # -- service life ------------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class Coordinator(service.Service):
 
     def handlers(self) -> dict[str, Any]:
         return {"election": self._election_in, "adjust": self._adjust_in,
-                "berkeley": self._berkeley_in}
+                "berkeley": self._berkeley_in, "adjusted": self._adjusted_in}
 
     def status(self) -> dict[str, Any]:
         bully = self.bully
@@ -362,10 +363,34 @@ class Coordinator(service.Service):
         rank = rank if protocol.is_count(rank) else None
         if rank is not None:
             self._announced_ranks[name] = rank  # for the log, before the reference lists it
-        if name != self.bully.coordinator and name != self.name:
+        if name == self.bully.coordinator or name == self.name:
+            self._run(self.bully.announcement_received(name, rank))
+            return
+        # Anyone may publish on the proxy when authentication is off: a change of
+        # coordinator is believed only once the named server, at the address the reference
+        # lists for it, confirms that it coordinates.
+        peer = self.server.peers.get(name)
+        if peer is None or (rank is not None and rank != peer.rank):
+            log.warn("election: ignored announcement of {coordinator} (rank {rank}): not a "
+                     "listed server with that rank", coordinator=name, rank=rank)
+            return
+        bully = self.bully
+
+        def confirmed(data: dict[str, Any]) -> None:
+            if self.bully is not bully:
+                return
+            if data.get("coordinator") != name:
+                log.warn("election: ignored announcement of {coordinator}: it does not say "
+                         "it coordinates", coordinator=name)
+                return
             log.info("election: announcement of {coordinator} (rank {rank})",
-                     coordinator=name, rank=rank)
-        self._run(self.bully.announcement_received(name, rank))
+                     coordinator=name, rank=peer.rank)
+            self._run(bully.announcement_received(name, peer.rank))
+
+        d = self._ask(name, "status", {}, self.server.cfg.peer_timeout)
+        d.addCallbacks(confirmed, lambda f: log.info(
+            "election: announcement of {coordinator} not confirmed ({why})",
+            coordinator=name, why=f.getErrorMessage()))
 
     def _election_in(self, req: Request) -> dict[str, Any]:
         bully = self.bully
@@ -474,7 +499,9 @@ class Coordinator(service.Service):
             if name == self.name:
                 self.apply_adjustment(delta, self.name)
             else:
-                d = self._ask(name, "adjust", {"name": self.name, "delta": delta},
+                self._sent[name] = (self.rounds, delta)  # what ``adjusted`` confirms
+                d = self._ask(name, "adjust",
+                              {"name": self.name, "delta": delta, "round": self.rounds},
                               self.server.cfg.peer_timeout)
                 d.addErrback(self._adjust_failed, name)
                 sends.append(d)
@@ -515,19 +542,40 @@ class Coordinator(service.Service):
         log.info("clock adjustment {delta:+.6f} s from {coordinator}: slewing, offset now "
                  "{offset:+.6f} s", delta=delta, coordinator=by, offset=physical.offset())
 
-    def _adjust_in(self, req: Request) -> dict[str, Any]:
+    @defer.inlineCallbacks
+    def _adjust_in(self, req: Request) -> Any:
+        """Believed only from the coordinator we follow, and only once it confirms, at the
+        address the reference lists for it, that it sent this adjustment (anyone can put a
+        coordinator's name in a request when authentication is off)."""
         delta = _number(req.data.get("delta"))
         if delta is None or abs(delta) > MAX_ADJUSTMENT:
             raise ProtocolError("adjust needs a numeric 'delta' (seconds) of at most "
                                 f"{MAX_ADJUSTMENT:.0f} s either way", "adjust")
         sender = req.data.get("name")
         following = self.bully.coordinator if self.bully is not None else None
-        if following is not None and sender != following:
-            log.info("refused clock adjustment {delta:+.6f} s from {peer}: following "
+        if following is None or sender != following or following == self.name:
+            log.warn("refused clock adjustment {delta:+.6f} s from {peer}: following "
                      "{coordinator}", delta=delta, peer=sender, coordinator=following)
             raise ProtocolError(f"not following {sender}: coordinator is {following}", "adjust")
+        try:
+            sent = yield self._ask(following, "adjusted", {"name": self.name},
+                                   self.server.cfg.peer_timeout)
+        except Exception as e:
+            raise ProtocolError(f"{following} did not confirm the adjustment ({e})",
+                                "adjust") from None
+        if sent.get("round") != req.data.get("round") or _number(sent.get("delta")) != delta:
+            log.warn("refused clock adjustment {delta:+.6f} s in {sender}'s name: it did "
+                     "not send it", delta=delta, sender=sender)
+            raise ProtocolError(f"{following} did not send this adjustment", "adjust")
         self.apply_adjustment(delta, str(sender))
         return {"status": "OK"}
+
+    def _adjusted_in(self, req: Request) -> dict[str, Any]:
+        """The last adjustment this coordinator sent to ``name`` (for its confirmation)."""
+        sent = self._sent.get(str(req.data.get("name")))
+        if sent is None or self.bully is None or not self.bully.is_coordinator:
+            raise ProtocolError("no adjustment sent to that server", "adjusted")
+        return {"round": sent[0], "delta": sent[1]}
 
     def _berkeley_in(self, req: Request) -> dict[str, Any]:
         if self.bully is None or not self.bully.is_coordinator:

@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from bbd import config, protocol
 from bbd.lamport import LamportClock
-from bbd.options import DaemonOptions, tcp_local
+from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.services.responder import call
 from bbd.watch import BoardWatch
 
@@ -57,6 +57,7 @@ class DashboardConfig:
     channels_every: float = 5.0
     max_bytes: int = 1 << 20
     demo_control: str | None = None
+    keys: Any = None  # the board's CURVE keys (bbd.auth.Keys); None: --no-auth
 
 
 class Watcher(service.Service):
@@ -81,12 +82,14 @@ class Watcher(service.Service):
 
     # -- sockets: every socket of the dashboard is made by these two methods ---------
 
-    def _dealer(self, address: str) -> Any:
-        """A request socket to one board port (reference, broker frontend, a sync port).
-        Authentication of the board's internal links, when it exists, goes here."""
-        from bbd import sockets
+    def _dealer(self, address: str, internal: bool = True) -> Any:
+        """A request socket to one board port: the reference or a sync port (internal
+        links, CURVE with the board's keys), or the broker's open client port."""
+        from bbd import auth, sockets
 
-        return sockets.DealerClient(self.factory, address, self.clock, self.cfg.max_bytes)
+        security = auth.client_options(self.cfg.keys) if internal else None
+        return sockets.DealerClient(self.factory, address, self.clock, self.cfg.max_bytes,
+                                    security)
 
     def _subscriber(self, address: str) -> Any:
         """Every publication of the proxy. Authentication, when it exists, goes here."""
@@ -118,7 +121,7 @@ class Watcher(service.Service):
         self.reference = self._dealer(self.cfg.reference)
         self.born["reference"] = self.born["broker"] = self.clock.seconds()
         if self.cfg.broker:
-            self.broker = self._dealer(self.cfg.broker)
+            self.broker = self._dealer(self.cfg.broker, internal=False)
         self.subscriber = self._subscriber(self.cfg.subscribe)
         log.info("dashboard watching reference {reference}, proxy {proxy}, broker {broker}",
                  reference=self.cfg.reference, proxy=self.cfg.subscribe,
@@ -379,8 +382,8 @@ def site(watch: BoardWatch, streams: EventStreams, demo_control: str | None) -> 
     return server.Site(root)
 
 
-class Options(DaemonOptions):
-    optParameters = DaemonOptions.optParameters + [
+class Options(SecureDaemonOptions):
+    optParameters = SecureDaemonOptions.optParameters + [
         ["port", None, 8080, "HTTP port of the page", int],
         ["interface", None, "", "interface to listen on (default: all)"],
         ["reference", None, tcp_local("reference"), "reference server endpoint"],
@@ -414,6 +417,7 @@ def makeService(options: Options) -> service.MultiService:
         broker=options["broker"] or None, port=options["port"],
         interface=options["interface"], poll=options["poll"],
         max_bytes=options["max-bytes"], demo_control=options["demo-control"],
+        keys=options["auth"],
         status_timeout=min(0.8, config.timing("peer_timeout")))
     top = service.MultiService()
     watch = BoardWatch(reactor.seconds)

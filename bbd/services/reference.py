@@ -11,11 +11,11 @@ from twisted.application import service
 from twisted.internet import reactor
 from twisted.logger import Logger
 
-from bbd import config, protocol
+from bbd import auth, config, protocol
 from bbd.lamport import LamportClock
-from bbd.options import DaemonOptions, tcp_any
+from bbd.options import SecureDaemonOptions, tcp_any
 from bbd.protocol import ProtocolError, Request
-from bbd.registry import Registry
+from bbd.registry import Refused, Registry
 from bbd.services.responder import Responder
 from bbd.services.timers import every
 from bbd.store import write_json_atomic
@@ -26,8 +26,10 @@ REGISTRY_FILE = "referencia.json"
 
 class ReferenceService(service.Service):
     def __init__(self, listen: str, data_dir: Path, expiry: float, max_bytes: int,
-                 clock: Any = reactor) -> None:
+                 clock: Any = reactor, keys: auth.Keys | None = None) -> None:
         self.listen = listen
+        self.keys = keys
+        self.guard: auth.Guard | None = None
         self.data_dir = data_dir
         self.max_bytes = max_bytes
         self.clock = clock
@@ -45,13 +47,19 @@ class ReferenceService(service.Service):
         super().startService()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.factory = sockets.make_factory()
+        self.guard = auth.Guard(self.factory.context, self.keys,
+                                auth.threadsafe_refusal_logger(log, "reference")).start()
         self.conn = sockets.RouterServer(
-            self.factory, [sockets.bind(self.listen)], self._on_request, self.max_bytes)
-        log.info("reference listening on {listen}, {n} servers known",
-                 listen=self.listen, n=len(self.registry.servers))
+            self.factory, [sockets.bind(self.listen)], self._on_request, self.max_bytes,
+            auth.server_options(self.keys))
+        log.info("reference listening on {listen} ({how}), {n} servers known",
+                 listen=self.listen, n=len(self.registry.servers),
+                 how="authentication off" if self.keys is None else "CURVE")
 
     def stopService(self) -> None:
         super().stopService()
+        if self.guard is not None:
+            self.guard.stop()
         if self.factory is not None:
             self.factory.shutdown()
             self.factory = None
@@ -64,7 +72,13 @@ class ReferenceService(service.Service):
         name = protocol.require_name(req.data, "user", "rank")
         endpoints = {k: req.data[k] for k in ("sync", "replication")
                      if isinstance(req.data.get(k), str)}
-        rank, changed = self.registry.rank(name, endpoints, self.clock.seconds())
+        token = req.data.get("token") if isinstance(req.data.get("token"), str) else None
+        try:
+            rank, changed = self.registry.rank(name, endpoints, self.clock.seconds(), token)
+        except Refused as e:
+            log.warn("refused rank for {name} with endpoints {endpoints}: {why}", name=name,
+                     endpoints=endpoints, why=str(e))
+            raise ProtocolError(str(e), "rank") from None
         if changed:
             write_json_atomic(self.data_dir / REGISTRY_FILE, self.registry.entries())
         log.info("rank {name} -> {rank} clock={clock}", name=name, rank=rank,
@@ -72,7 +86,9 @@ class ReferenceService(service.Service):
         return {"rank": rank}
 
     def _list(self, req: Request) -> dict[str, Any]:
-        return {"list": self.registry.live(self.clock.seconds())}
+        # ``registered`` (extension): every server ever ranked, live or not.
+        return {"list": self.registry.live(self.clock.seconds()),
+                "registered": self.registry.registered()}
 
     def _heartbeat(self, req: Request) -> dict[str, Any]:
         name = req.data.get("user")
@@ -81,7 +97,13 @@ class ReferenceService(service.Service):
         now = self.clock.seconds()
         server = self.registry.servers.get(name)
         was_live = server is not None and self.registry.is_live(server, now)
-        if not self.registry.heartbeat(name, now):
+        token = req.data.get("token") if isinstance(req.data.get("token"), str) else None
+        try:
+            known = self.registry.heartbeat(name, now, token)
+        except Refused as e:
+            log.warn("refused heartbeat: {why}", why=str(e))
+            raise ProtocolError(str(e), "heartbeat") from None
+        if not known:
             return {"status": "unknown"}
         if not was_live:
             log.info("server {name} (rank {rank}) is live", name=name, rank=server.rank)
@@ -94,16 +116,16 @@ class ReferenceService(service.Service):
 
 
 def make(listen: str, data_dir: Path, expiry: float, check_every: float,
-         max_bytes: int) -> service.MultiService:
+         max_bytes: int, keys: auth.Keys | None = None) -> service.MultiService:
     top = service.MultiService()
-    ref = ReferenceService(listen, data_dir, expiry, max_bytes)
+    ref = ReferenceService(listen, data_dir, expiry, max_bytes, keys=keys)
     ref.setServiceParent(top)
     every(check_every, ref.expire, "heartbeat expiry").setServiceParent(top)
     return top
 
 
-class Options(DaemonOptions):
-    optParameters = DaemonOptions.optParameters + [
+class Options(SecureDaemonOptions):
+    optParameters = SecureDaemonOptions.optParameters + [
         ["listen", None, tcp_any("reference"), "endpoint servers reach the reference at"],
         ["data", None, "dados-referencia", "directory for the persisted rank registry"],
         ["expiry", None, None, "seconds without heartbeats before a server leaves the list",
@@ -119,4 +141,4 @@ class Options(DaemonOptions):
 def makeService(options: Options) -> service.MultiService:
     expiry = options["expiry"]
     return make(options["listen"], Path(options["data"]), expiry, min(0.5, expiry / 4),
-                options["max-bytes"])
+                options["max-bytes"], options["auth"])

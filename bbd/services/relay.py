@@ -13,13 +13,20 @@ import zmq
 from twisted.application import service
 from twisted.logger import Logger
 
+from bbd import auth
+
 log = Logger()
 
 
 class RelayService(service.Service):
     def __init__(self, what: str, front: tuple[int, str], back: tuple[int, str],
-                 max_bytes: int) -> None:
+                 max_bytes: int, keys: auth.Keys | None = None,
+                 secure: tuple[bool, bool] = (False, False)) -> None:
+        """``secure``: which of (front, back) accepts only the board's keys (CURVE)."""
         self.what = what
+        self.keys = keys
+        self.secure = secure
+        self.guard: auth.Guard | None = None
         self.front_type, self.front_addr = front
         self.back_type, self.back_addr = back
         self.max_bytes = max_bytes
@@ -29,11 +36,15 @@ class RelayService(service.Service):
     def startService(self) -> None:
         super().startService()
         self.ctx = zmq.Context()
+        self.guard = auth.Guard(self.ctx, self.keys,
+                                auth.threadsafe_refusal_logger(log, self.what)).start()
         front = self.ctx.socket(self.front_type)
         back = self.ctx.socket(self.back_type)
-        for sock in (front, back):
+        for sock, secured in zip((front, back), self.secure, strict=True):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, self.max_bytes)
+            if secured:
+                auth.secure(sock, auth.server_options(self.keys))
         # Bind here, not in the thread, so a port in use fails the daemon's start loudly.
         front.bind(self.front_addr)
         back.bind(self.back_addr)
@@ -45,8 +56,11 @@ class RelayService(service.Service):
         self.thread = threading.Thread(
             target=self._run, args=(front, back, ctrl_in), name=self.what, daemon=True)
         self.thread.start()
-        log.info("{what} relaying {front} <-> {back}", what=self.what,
-                 front=self.front_addr, back=self.back_addr)
+        log.info("{what} relaying {front} <-> {back} ({how})", what=self.what,
+                 front=self.front_addr, back=self.back_addr,
+                 how="authentication off" if self.keys is None else "CURVE on " + " and ".join(
+                     a for a, s in zip((self.front_addr, self.back_addr), self.secure,
+                                       strict=True) if s) or "no port")
 
     def _run(self, front: zmq.Socket, back: zmq.Socket, ctrl: zmq.Socket) -> None:
         try:
@@ -63,14 +77,21 @@ class RelayService(service.Service):
             self.ctrl_out.send(b"TERMINATE")
             self.thread.join(5)
             self.ctrl_out.close(0)
+            self.guard.stop()  # its ZAP socket must close before the context can end
             self.ctx.term()
             self.thread = None
             log.info("{what} stopped", what=self.what)
 
 
-def broker(frontend: str, backend: str, max_bytes: int) -> service.Service:
-    return RelayService("broker", (zmq.ROUTER, frontend), (zmq.DEALER, backend), max_bytes)
+def broker(frontend: str, backend: str, max_bytes: int,
+           keys: auth.Keys | None = None) -> service.Service:
+    """Anyone may ask (ROUTER); only the board's servers may serve (DEALER backend)."""
+    return RelayService("broker", (zmq.ROUTER, frontend), (zmq.DEALER, backend), max_bytes,
+                        keys, secure=(False, True))
 
 
-def proxy(xsub: str, xpub: str, max_bytes: int) -> service.Service:
-    return RelayService("proxy", (zmq.XSUB, xsub), (zmq.XPUB, xpub), max_bytes)
+def proxy(xsub: str, xpub: str, max_bytes: int,
+          keys: auth.Keys | None = None) -> service.Service:
+    """Only the board's processes may publish (XSUB); anyone may subscribe (XPUB)."""
+    return RelayService("proxy", (zmq.XSUB, xsub), (zmq.XPUB, xpub), max_bytes, keys,
+                        secure=(True, False))

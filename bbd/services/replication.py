@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from bbd import protocol
+from bbd import auth, entitlement, protocol
 from bbd.protocol import ProtocolError, Request
 from bbd.state import Op
 
@@ -43,7 +43,10 @@ class Replication:
 
     # -- peers ---------------------------------------------------------------------
 
-    def _update_peers(self, listing: list[dict[str, Any]]) -> None:
+    def _update_peers(self, listing: list[dict[str, Any]], registered: Any = None) -> None:
+        if isinstance(registered, list):
+            self.registered.update({e["name"]: e for e in registered
+                                    if isinstance(e, dict) and isinstance(e.get("name"), str)})
         seen = set()
         for entry in listing:
             if self._add_peer(entry):
@@ -75,11 +78,12 @@ class Replication:
             self._close_peer(peer)
         peer = Peer(name, rank if protocol.is_count(rank) else 0, entry["replication"],
                     entry.get("sync") if isinstance(entry.get("sync"), str) else "")
+        outbound = auth.client_options(self.cfg.keys)
         peer.repl_client = sockets.DealerClient(
-            self.factory, peer.replication, self.clock, self.cfg.max_bytes)
+            self.factory, peer.replication, self.clock, self.cfg.max_bytes, outbound)
         if peer.sync:
             peer.sync_client = sockets.DealerClient(
-                self.factory, peer.sync, self.clock, self.cfg.max_bytes)
+                self.factory, peer.sync, self.clock, self.cfg.max_bytes, outbound)
         self.peers[name] = peer
         log.info("peer {peer} (rank {rank}) joined at {ep}", peer=name, rank=peer.rank,
                  ep=peer.replication)
@@ -100,6 +104,24 @@ class Replication:
             peer.up = False
             log.warn("peer {peer} is not answering ({why}); it will catch up later",
                      peer=peer.name, why=why)
+
+    # -- entitlement: what we believe from peers ------------------------------------
+
+    def _known_origins(self) -> set[str]:
+        return {self.cfg.name, *self.board.vector, *self.peers, *self.registered}
+
+    def _admissible(self, ops: list[Op], source: str) -> list[Op]:
+        """Drop (and log) operations from ``source`` that we must not believe."""
+        known = self._known_origins()
+        keep = []
+        for op in ops:
+            problem = entitlement.foreign_problem(op, self.board, known)
+            if problem:
+                log.warn("refused operation from {source}: {why}", source=source, why=problem)
+            else:
+                keep.append(op)
+        return keep
+
     # -- replication -----------------------------------------------------------------
 
     def _replicate(self, op: Op) -> defer.Deferred:
@@ -127,7 +149,13 @@ class Replication:
                     if not ok:
                         self._peer_down(peer, reply.getErrorMessage())
                         continue
-                    competitors += [Op.from_dict(c) for c in reply.get("competitors") or []]
+                    if reply.get("status") != "OK":
+                        # Refused (it missed earlier operations, so ours would leave a gap):
+                        # leave it out until its next pull has caught it up.
+                        self._peer_down(peer, f"refused: {reply.get('description')}")
+                        continue
+                    competitors += self._admissible(
+                        [Op.from_dict(c) for c in reply.get("competitors") or []], peer.name)
                 if competitors:
                     # Held (durable, then applied) before the writes are decided: an op
                     # that beats ours must count in its outcome.
@@ -187,6 +215,11 @@ class Replication:
             ops = [Op.from_dict(d if isinstance(d, dict) else {}) for d in raw]
         except ValueError as e:
             raise ProtocolError(str(e), "replicate") from None
+        problem = entitlement.replicate_problem(ops, self.board, self.cfg.name,
+                                                self._known_origins())
+        if problem:
+            log.warn("refused replicate of {n} operations: {why}", n=len(ops), why=problem)
+            raise ProtocolError(f"refused: {problem}", "replicate")
         _, durable = self._take(ops)
         yield durable  # journaled before we ack: the origin may then tell its client
         keys = {key for op in ops for key in op.keys()}
@@ -196,15 +229,29 @@ class Replication:
         beaten = {c.id: c for op in ops for c in self.board.competitors(op)}
         return {"status": "OK", "competitors": [c.to_dict() for c in beaten.values()]}
 
-    def _pull_in(self, req: Request) -> dict[str, Any]:
+    @defer.inlineCallbacks
+    def _pull_in(self, req: Request) -> Any:
         vector = req.data.get("vector")
         if not isinstance(vector, dict):
             raise ProtocolError("pull needs a 'vector' map", "pull")
         vector = {str(k): v for k, v in vector.items() if protocol.is_count(v)}
-        # A peer that pulls is about to serve: from now on it must get every new write,
-        # even before our next look at the reference's list names it.
-        if isinstance(req.data.get("from"), dict) and self._add_peer(req.data["from"]):
-            self._mark_up(self.peers[req.data["from"]["name"]])
+        # Only a server the reference registered may pull (the log holds private messages).
+        # A peer that pulls is about to serve: from now on it must get every new write, so
+        # a name we do not list yet makes us read the reference's list now (it may be
+        # catching up so long that it missed its heartbeats: registered is enough). Its
+        # endpoints come from the reference, never from the request.
+        sender = req.data.get("from")
+        name = sender.get("name") if isinstance(sender, dict) else None
+        if isinstance(name, str) and name not in self.peers and name != self.cfg.name:
+            reply = yield self._ask(self.reference, "list", {})
+            self._update_peers(reply.get("list") or [], reply.get("registered"))
+            if name not in self.peers and name in self.registered:
+                self._add_peer(self.registered[name])
+        if not isinstance(name, str) or name not in self.peers:
+            log.warn("refused pull from {name}: not a server the reference registered",
+                     name=name if isinstance(name, str) else "an anonymous requester")
+            raise ProtocolError("pull is for the board's listed servers only", "pull")
+        self._mark_up(self.peers[name])
         after = req.data.get("after")
         cursor = (after[0], after[1]) if isinstance(after, list) and len(after) == 2 \
             and isinstance(after[0], str) and protocol.is_count(after[1]) else None
@@ -231,7 +278,7 @@ class Replication:
                 ops = [Op.from_dict(o) for o in reply["ops"]]
                 if reply.get("more") and ops:
                     pending = ask([ops[-1].origin, ops[-1].seq])
-                n, durable = self._take(ops)
+                n, durable = self._take(self._admissible(ops, peer.name))
                 yield durable
                 taken += n
         finally:

@@ -27,10 +27,10 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
-from bbd import config, protocol
+from bbd import auth, config, protocol
 from bbd.commit import GroupCommit
 from bbd.lamport import LamportClock
-from bbd.options import DaemonOptions, tcp_local
+from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
 from bbd.protocol import ProtocolError, Request
 from bbd.services.replication import Peer, Replication
@@ -70,6 +70,7 @@ class ServerConfig:
     routing: str = "readiness"  # the broker's: readiness (worker link) or round-robin
     credit: int = 32  # requests the broker may have in flight here
     broker_heartbeat: float = 0.25
+    keys: auth.Keys | None = None  # None: authentication off (--no-auth)
 
     def endpoint(self, port: int) -> str:
         return f"tcp://{self.host}:{port}"
@@ -129,6 +130,9 @@ class BoardServer(Replication, service.Service):
         self._started_at = clock.seconds()
         self._cut_off = False
         self.factory = None
+        self.guard: auth.Guard | None = None
+        self.token = ""  # proves to the reference that our name is ours
+        self.registered: dict[str, dict] = {}  # every server the reference ever ranked
         self.coordination = None  # election + Berkeley, attached by the plugin
         self.client_handlers = {
             "login": self._login, "users": self._users, "channel": self._channel,
@@ -159,18 +163,25 @@ class BoardServer(Replication, service.Service):
 
         super().startService()
         self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.token = auth.server_token(self.cfg.data_dir)
         self._restore()
         self.journal.open()
         self.factory = sockets.make_factory()
         mb = self.cfg.max_bytes
+        # The ZAP guard first: a CURVE port bound without it would admit any key.
+        self.guard = auth.Guard(self.factory.context, self.cfg.keys,
+                                auth.threadsafe_refusal_logger(log, self.cfg.name)).start()
+        inbound, outbound = auth.server_options(self.cfg.keys), auth.client_options(self.cfg.keys)
         self.replication = sockets.RouterServer(
             self.factory, [sockets.bind(f"tcp://{self.cfg.bind}:{self.cfg.replication_port}")],
-            self._on_replication, mb)
+            self._on_replication, mb, inbound)
         self.sync = sockets.RouterServer(
             self.factory, [sockets.bind(f"tcp://{self.cfg.bind}:{self.cfg.sync_port}")],
-            self._on_sync, mb)
-        self.publisher = sockets.Publisher(self.factory, [sockets.connect(self.cfg.publish)])
-        self.reference = sockets.DealerClient(self.factory, self.cfg.reference, self.clock, mb)
+            self._on_sync, mb, inbound)
+        self.publisher = sockets.Publisher(
+            self.factory, [sockets.connect(self.cfg.publish)], outbound)
+        self.reference = sockets.DealerClient(
+            self.factory, self.cfg.reference, self.clock, mb, outbound)
         self._last_tick = self._started_at = self.clock.seconds()
         self._start_up().addErrback(self._start_failed)
 
@@ -223,14 +234,16 @@ class BoardServer(Replication, service.Service):
         yield self.catch_up("start")
         from bbd import sockets
 
+        # The broker's backend is one of the board's internal links: CURVE when keys are on.
+        security = auth.client_options(self.cfg.keys)
         if self.cfg.routing == "round-robin":
             self.frontend = sockets.RouterServer(self.factory, [sockets.connect(self.cfg.broker)],
-                                                 self._on_client, self.cfg.max_bytes)
+                                                 self._on_client, self.cfg.max_bytes, security)
         else:
             self.frontend = sockets.BrokerWorker(
                 self.factory, self.cfg.broker, self._on_client, name=self.cfg.name,
                 credit=self.cfg.credit, clock=self.clock, heartbeat=self.cfg.broker_heartbeat,
-                ready=self.ready, max_bytes=self.cfg.max_bytes)
+                ready=self.ready, max_bytes=self.cfg.max_bytes, security=security)
         log.info("{name} (rank {rank}) serving clients via {broker}", name=self.cfg.name,
                  rank=self.rank, broker=self.cfg.broker)
         if self.coordination is not None:
@@ -262,6 +275,8 @@ class BoardServer(Replication, service.Service):
             log.error("data files not written at stop ({why}); the journal has everything",
                       why=str(e))
         self.journal.close()
+        if self.guard is not None:
+            self.guard.stop()
         if self.factory is not None:
             self.factory.shutdown()
             self.factory = None
@@ -294,14 +309,15 @@ class BoardServer(Replication, service.Service):
         try:
             if self.rank is None:
                 reply = yield self._ask(self.reference, "rank", {
-                    "user": self.cfg.name,
+                    "user": self.cfg.name, "token": self.token,
                     "sync": self.cfg.endpoint(self.cfg.sync_port),
                     "replication": self.cfg.endpoint(self.cfg.replication_port)})
                 self.rank = int(reply["rank"])
                 log.info("{name} registered with rank {rank}", name=self.cfg.name,
                          rank=self.rank)
             else:
-                reply = yield self._ask(self.reference, "heartbeat", {"user": self.cfg.name})
+                reply = yield self._ask(self.reference, "heartbeat",
+                                        {"user": self.cfg.name, "token": self.token})
                 if reply.get("status") == "unknown":
                     log.warn("reference does not know {name}: registering again",
                              name=self.cfg.name)
@@ -309,7 +325,7 @@ class BoardServer(Replication, service.Service):
                     self._cut_off = True
                     return
             reply = yield self._ask(self.reference, "list", {})
-            self._update_peers(reply.get("list") or [])
+            self._update_peers(reply.get("list") or [], reply.get("registered"))
             if self._reference_warned:
                 log.info("reference {ref} reachable again", ref=self.cfg.reference)
             self._reference_lost = self._reference_warned = False
@@ -591,8 +607,8 @@ def _sleep(clock: Any, seconds: float) -> defer.Deferred:
     return task.deferLater(clock, seconds, lambda: None)
 
 
-class Options(DaemonOptions):
-    optParameters = DaemonOptions.optParameters + [
+class Options(SecureDaemonOptions):
+    optParameters = SecureDaemonOptions.optParameters + [
         ["name", None, None, "server name (default: $BBD_NAME, else the host name)"],
         ["data", None, "dados", "data directory (journal and JSON files)"],
         ["broker", None, tcp_local("backend"), "broker's DEALER endpoint"],
@@ -651,7 +667,7 @@ def makeService(options: Options) -> service.MultiService:
         election_answer_timeout=t("election_answer_timeout"),
         election_announce_timeout=t("election_announce_timeout"),
         routing=options["routing"], credit=options["credit"],
-        broker_heartbeat=t("broker_heartbeat"),
+        broker_heartbeat=t("broker_heartbeat"), keys=options["auth"],
     )
     top = service.MultiService()
     server = BoardServer(cfg)

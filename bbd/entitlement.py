@@ -1,0 +1,49 @@
+"""Which replicated operations a server believes, whoever sent them (pure).
+
+Behind the authentication, and the only guard when it is off: an operation must come from a
+known origin (a server the reference ever registered, or one already in the log), may never
+replace a different operation under the same id, and a ``replicate`` (an origin pushing its
+own new operations) must carry operations of one other origin whose sequence numbers follow
+the ones held, with no gap: a forged future id would otherwise shadow the real operation
+when it comes. The field checks (names, lengths, clock bounds) live in the board's own
+validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from bbd.state import Board, Op
+
+
+def foreign_problem(op: Op, board: Board, known: Collection[str]) -> str | None:
+    """Why an operation from a peer (pull page, competitor) must be refused, or None."""
+    if op.origin not in known:
+        return f"{op.id}: unknown origin '{op.origin}'"
+    held = board.ops.get(op.id)
+    if held is not None and held != op:
+        return f"{op.id}: differs from the operation held under that id"
+    return None
+
+
+def replicate_problem(ops: list[Op], board: Board, own: str,
+                      known: Collection[str]) -> str | None:
+    """Why a ``replicate`` must be refused as a whole, or None."""
+    origins = {op.origin for op in ops}
+    if len(origins) > 1:
+        return f"operations of several origins {sorted(origins)} in one replicate"
+    if own in origins:
+        return f"operations claiming to be ours ({own})"
+    top = board.vector.get(ops[0].origin, 0) if ops else 0
+    for op in ops:
+        problem = foreign_problem(op, board, known)
+        if problem:
+            return problem
+        if op.id in board.ops:
+            continue  # a resend of what we hold: idempotent
+        if op.seq != top + 1:
+            return f"{op.id}: sequence does not follow {op.origin}:{top}"
+        top = op.seq
+        while f"{op.origin}:{top + 1}" in board.ops:
+            top += 1
+    return None
