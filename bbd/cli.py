@@ -125,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="server: also require it registered and caught up")
     pr.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
                     help="how long to wait for the answer")
+    pr.add_argument("--keys", type=Path, default=None,
+                    help="the board's keys (their internal ports take only them); "
+                    "default: none, for a board running --no-auth")
     bench = sub.add_parser(
         "bench", formatter_class=fmt, help="load: concurrent clients against a board",
         description="Concurrent clients sending requests back to back; prints throughput "
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'created' if made else 'kept'} the board's keys in {args.dir}")
         return 0
     if args.command == "probe":
-        ok, why = probe.probe(args.daemon, args.endpoint, args.ready, args.timeout)
+        ok, why = probe.probe(args.daemon, args.endpoint, args.ready, args.timeout,
+                              args.keys)
         print(why, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
     if args.command == "bench":

@@ -61,15 +61,15 @@ class Cluster:
                  routing: str = "readiness", authenticated: bool = True):
         """``authenticated``: CURVE on the internal links with keys made in ``root/keys``
         (``self.keys``, for the harness's own probes); False runs the daemons --no-auth."""
-        base = _free_block(5 + 2 * servers + 2)
+        base = _free_block(6 + 2 * servers + 2)
         keys_dir = root / "keys" if authenticated else None
         if keys_dir is not None:
             auth.create(keys_dir)
         self.keys = auth.load(keys_dir) if keys_dir is not None else None
         self.layout = Layout(root, servers=servers, frontend=base, backend=base + 1,
                              xsub=base + 2, xpub=base + 3, reference=base + 4,
-                             server_base=base + 5, skews=skews or [],
-                             broker_status=base + 5 + 2 * servers, routing=routing,
+                             server_base=base + 6, skews=skews or [],
+                             broker_status=base + 5, routing=routing,
                              keys=keys_dir)
         self.server_args = server_args or []
         self.env = {**os.environ, **(env or {})}

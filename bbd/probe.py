@@ -7,6 +7,7 @@ takes client requests). The reference is alive and ready when it answers ``list`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bbd import config
@@ -42,9 +43,14 @@ def verdict(daemon: str, endpoint: str, reply: dict[str, Any] | None,
                   f"{reply.get('applied', '?')} operations applied")
 
 
-def probe(daemon: str, endpoint: str | None, ready: bool, timeout: float) -> tuple[bool, str]:
+def probe(daemon: str, endpoint: str | None, ready: bool, timeout: float,
+          keys_dir: Path | None = None) -> tuple[bool, str]:
+    """``keys_dir``: the board's keys, for a board whose internal ports take only them."""
+    from bbd import auth
     from bbd.client import ask_once
 
     endpoint = endpoint or default_endpoint(daemon)
-    reply = ask_once(endpoint, request_for(daemon), timeout=timeout)
+    keys = auth.load(keys_dir) if keys_dir is not None else None
+    reply = ask_once(endpoint, request_for(daemon), timeout=timeout,
+                     security=auth.client_options(keys))
     return verdict(daemon, endpoint, reply, ready)

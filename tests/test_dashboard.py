@@ -151,14 +151,14 @@ from bbd import launcher
 ports = [int(p) for p in sys.argv[2:]]
 layout = launcher.Layout(Path(sys.argv[1]), servers=3, frontend=ports[0], backend=ports[1],
                          xsub=ports[2], xpub=ports[3], reference=ports[4],
-                         server_base=ports[5], dashboard=ports[6])
+                         server_base=ports[5], dashboard=ports[6], broker_status=ports[7])
 sys.exit(launcher.run(layout, 0, 3.0, demo=True))
 """
 
 
 def test_demo_buttons_kill_and_restart_a_server(tmp_path: Path) -> None:
-    base = _free_block(12)
-    ports = [base + i for i in range(5)] + [base + 5, base + 11]
+    base = _free_block(13)
+    ports = [base + i for i in range(5)] + [base + 5, base + 11, base + 12]
     out = (tmp_path / "launcher.out").open("wb")
     proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(tmp_path / "run"),
                              *map(str, ports)], stdout=out, stderr=subprocess.STDOUT,

@@ -133,6 +133,10 @@ def daemon_options(obj: dict, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any
         monkeypatch.delenv(var, raising=False)
     for var, value in env_of(obj).items():
         monkeypatch.setenv(var, value)
+    # The keys are a Secret mounted in the pod: the options may only check it is named.
+    from bbd import auth
+
+    monkeypatch.setattr(auth, "load", lambda directory: ("keys of", str(directory)))
     opts = importlib.import_module(PLUGINS[plugin]).Options()
     opts.parseOptions(cmd[cmd.index(plugin) + 1:])
     return plugin, opts
@@ -178,7 +182,8 @@ def probe_args(obj: dict, which: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     seen: list = []
     monkeypatch.setattr("bbd.probe.probe", lambda *a: seen.append(a) or (True, "ok"))
     assert cli.main(cmd[1:]) == 0
-    daemon, endpoint, ready, _timeout = seen[0]
+    daemon, endpoint, ready, _timeout, keys = seen[0]
+    assert str(keys) == "/app/chaves"  # the board's keys, from the Secret
     return daemon, endpoint, ready
 
 
@@ -287,7 +292,7 @@ def test_data_path_is_compose_s(objects: dict) -> None:
     for service, workload in [("servidor-1", "servidor"), ("servidor-3", "servidor"),
                               ("referencia", "referencia")]:
         mounts = [v.split(":", 1)[1] for v in compose["services"][service]["volumes"]]
-        assert mounts == [DATA]
+        assert mounts[0] == DATA  # then the keys, read-only
         assert volume_path(objects[("StatefulSet", workload)], "dados") == DATA
 
 
@@ -325,7 +330,13 @@ def test_keys_come_from_a_secret_never_from_the_deployment(objects: dict) -> Non
                 (m,) = [m for m in container(obj)["volumeMounts"] if m["name"] == v["name"]]
                 assert m["readOnly"] is True and m["mountPath"] == "/app/chaves"
                 mounted.append(obj["metadata"]["name"])
-    assert sorted(mounted) == ["referencia", "servidor"]
+    # Every daemon with an internal port, and with it the keys' option.
+    assert sorted(mounted) == ["broker", "proxy", "referencia", "servidor"]
+    for name in mounted:
+        workload = next(o for (k, n), o in objects.items() if n == name and "spec" in o
+                        and pod_spec(o) is not None)
+        cmd = container(workload)["command"]
+        assert cmd[cmd.index("--keys") + 1] == "/app/chaves"
 
 
 def test_docs_give_the_commands(objects: dict) -> None:

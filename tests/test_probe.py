@@ -60,10 +60,15 @@ def test_default_endpoints_are_the_configured_ports() -> None:
 
 def test_probe_passes_on_a_ready_server_and_the_reference(cluster: Cluster) -> None:
     name = cluster.names()[0]
-    r = run_probe("server", "--ready", "--endpoint", cluster.sync_endpoint(name))
+    keys = str(cluster.keys.directory)
+    # The board's internal ports take only its keys: without them, no answer.
+    r = run_probe("server", "--endpoint", cluster.sync_endpoint(name), "--timeout", "0.5")
+    assert r.returncode == 1 and "does not answer" in r.stderr
+    r = run_probe("server", "--ready", "--endpoint", cluster.sync_endpoint(name),
+                  "--keys", keys)
     assert r.returncode == 0, r.stderr
     assert f"server {name}" in r.stdout and "is ready" in r.stdout
-    r = run_probe("reference", "--endpoint", cluster.reference)
+    r = run_probe("reference", "--endpoint", cluster.reference, "--keys", keys)
     assert r.returncode == 0, r.stderr
 
 
@@ -84,7 +89,7 @@ def test_unregistered_server_is_alive_but_not_ready(tmp_path: Path) -> None:
          "--sync-port", str(base), "--replication-port", str(base + 1),
          "--broker", f"tcp://127.0.0.1:{base + 2}", "--publish", f"tcp://127.0.0.1:{base + 3}",
          "--subscribe", f"tcp://127.0.0.1:{base + 4}",
-         "--reference", f"tcp://127.0.0.1:{base + 5}"],
+         "--reference", f"tcp://127.0.0.1:{base + 5}", "--no-auth"],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: run_probe("server", "--endpoint", sync, "--timeout", "0.5")
@@ -107,7 +112,7 @@ def server_options(args: list[str], monkeypatch: pytest.MonkeyPatch,
     for var, value in env.items():
         monkeypatch.setenv(var, value)
     o = Options()
-    o.parseOptions(args)
+    o.parseOptions([*args, "--no-auth"])
     return o
 
 
