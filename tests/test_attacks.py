@@ -212,11 +212,11 @@ def test_bbd_status_uses_the_keys(board: Cluster, capsys: pytest.CaptureFixture,
     from bbd import cli
 
     keys_dir = board.layout.keys if board.keys is not None else tmp_path / "none"
-    assert cli.status(board.reference, 1.0, keys_dir) == 0
+    assert cli.status(board.reference, 1.0, None, keys_dir) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in board.names())
     # Without the keys, an authenticated board does not answer.
-    code = cli.status(board.reference, 1.0, tmp_path / "none")
+    code = cli.status(board.reference, 1.0, None, tmp_path / "none")
     assert code == (1 if board.keys is not None else 0)
 
 

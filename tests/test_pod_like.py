@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 from bbd import config
-from bbd.client import ask_once
 from bbd.localcluster import Cluster, wait_for
 
 NAME = "servidor-0"
@@ -46,13 +45,13 @@ def test_name_and_dns_address_from_the_environment(make_cluster) -> None:
         sync = cluster.layout.server_ports(3)[0]
         assert entry["sync"] == f"tcp://{HOST}:{sync}"
         # Its advertised DNS name is what answers, once it has caught up.
-        wait_for(lambda: (ask_once(entry["sync"], "status", timeout=0.5) or {}).get("ready"),
+        wait_for(lambda: (cluster.ask(entry["sync"], "status", timeout=0.5) or {}).get("ready"),
                  30, f"{NAME} to be ready at its advertised address")
         # Its peers replicate to it through that name: a write anywhere reaches it.
         c = cluster.client()
         assert c.request("channel", {"channel": "pod"})["status"] == "sucesso"
         first = cluster.status(cluster.names()[0])["applied"]
-        wait_for(lambda: (ask_once(entry["sync"], "status", timeout=0.5) or {})
+        wait_for(lambda: (cluster.ask(entry["sync"], "status", timeout=0.5) or {})
                  .get("applied") == first, 15, f"{NAME} to hold every operation")
     finally:
         proc.kill()
@@ -73,7 +72,7 @@ def test_sigterm_flushes_everything_before_exit(make_cluster, tmp_path: Path) ->
     try:
         wait_for(lambda: listed(cluster).get(NAME), 30, f"{NAME} to register")
         sync = listed(cluster)[NAME]["sync"]
-        wait_for(lambda: (ask_once(sync, "status", timeout=0.5) or {}).get("ready"), 30,
+        wait_for(lambda: (cluster.ask(sync, "status", timeout=0.5) or {}).get("ready"), 30,
                  f"{NAME} to be ready")
         c = cluster.client()
         c.request("login", {"user": "ana"})
@@ -82,7 +81,7 @@ def test_sigterm_flushes_everything_before_exit(make_cluster, tmp_path: Path) ->
         for m in sent:
             assert c.request("publish", {"user": "ana", "channel": "geral", "message": m}) \
                 ["status"] == "OK"
-        wait_for(lambda: (ask_once(sync, "status", timeout=0.5) or {}).get("applied")
+        wait_for(lambda: (cluster.ask(sync, "status", timeout=0.5) or {}).get("applied")
                  == cluster.status(cluster.names()[0])["applied"], 15,
                  f"{NAME} to hold every operation")
         assert not (directory / "publicacoes.json").exists() or \
