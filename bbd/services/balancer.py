@@ -113,13 +113,12 @@ class BalancerService(service.Service):
         if self.thread is None:
             return
         self.control.send(b"STOP")
-        # The loop answers within one poll; it closes its sockets itself, so term() does
-        # not wait on them. A loop that fails to stop is left behind (a daemon thread).
-        self.thread.join(1.0)
         self.control.close(0)
         self.guard.stop()  # its ZAP socket must close before the context can end
-        if not self.thread.is_alive():
-            self.ctx.term()
+        # The loop answers within one poll, closes its sockets and ends the context itself
+        # (a context left to the garbage collector would block it in term()); a loop that
+        # does not stop in time is left behind, a daemon thread.
+        self.thread.join(1.0)
         self.thread = None
         log.info("broker stopped")
 
@@ -171,6 +170,7 @@ class BalancerService(service.Service):
             for sock in (front, back, status, ctrl):
                 if sock is not None:
                     sock.close(0)
+            self.ctx.term()  # waits only for the control socket and the guard, closed at stop
 
     def _flush(self, core: Balancer, front: zmq.Socket, back: zmq.Socket, now: float) -> None:
         while core.to_back:
