@@ -176,7 +176,7 @@ class Cluster:
 
     def broker_view(self, timeout: float = 0.5) -> dict | None:
         """The broker's status: per server, ready / routing / in flight; re-send counts."""
-        return self.ask(self.broker_status, "status", timeout=timeout)
+        return ask_once(self.broker_status, "status", timeout=timeout)  # an open port
 
     def signal(self, name: str, sig: int) -> None:
         self.procs[name].send_signal(sig)

@@ -8,8 +8,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 
 from bbd.localcluster import Cluster
+
+
+def _no_term_at_collection(self) -> None:
+    """A context a test leaves behind (one that failed half way, a thread still holding a
+    socket) must not be terminated by the garbage collector: term() blocks while any of
+    its sockets is open, and would hang whichever later test the collection fell in. The
+    process's exit frees it."""
+
+
+zmq.Context.__del__ = _no_term_at_collection
 
 
 @pytest.fixture(scope="session")

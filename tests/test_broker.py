@@ -156,7 +156,8 @@ def test_status_shows_the_brokers_view_of_each_server(cluster: Cluster) -> None:
     assert s["broker"]["routing"] is True and s["broker"]["in_flight"] >= 0
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert cli.status(cluster.reference, 1.0, cluster.broker_status) == 0
+        assert cli.status(cluster.reference, 1.0, cluster.broker_status,
+                          cluster.keys.directory) == 0
     rows = {line.lstrip("* ").split()[0]: line for line in out.getvalue().splitlines()
             if line.lstrip("* ").startswith("servidor")}
     assert set(rows) == set(cluster.names())
