@@ -173,12 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics = moved(args.metrics_base, "metrics")
         if args.demo and not dashboard:
             parser.error("--demo needs the dashboard (--dashboard-port)")
-        from bbd import auth
-
         data = args.data.resolve()
-        keys = None if args.no_auth else data / "keys"
-        if keys is not None and auth.create(keys):
-            print(f"created the board's keys in {keys} (owner only)")
+        keys = None if args.no_auth else data / "keys"  # created by run() on first start
         layout = launcher.Layout.at_base(data, args.base_port,
                                          servers=args.servers, skews=args.clock_skews,
                                          dashboard=dashboard, metrics_base=metrics, keys=keys)

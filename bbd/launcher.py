@@ -220,6 +220,10 @@ def run(layout: Layout, bots: int, bot_interval: float, demo: bool = False) -> i
     if problem:
         print(problem, file=sys.stderr, flush=True)
         return 1
+    if layout.keys is not None:  # made on first start, once the ports are known free
+        from bbd import auth
+
+        auth.create(layout.keys)
     from twisted.internet import reactor
     from twisted.logger import (
         FilteringLogObserver,

@@ -353,6 +353,7 @@ class NetCluster(Cluster):
                 args += ["--clock-skew", str(self.layout.skews[i])]
             args += self.server_args
             plugin = "bbd-server"
+        args += self.layout.auth_args()  # the board's keys, as in every cluster
         return _NsDaemon(name, plugin, args, d, prefix=self.net.exec_argv(name, []))
 
     def start(self, timeout: float = 30) -> NetCluster:

@@ -181,10 +181,14 @@ class SilentPeer:
     """A registered server that answers nothing on its replication port: every pull from
     it waits the whole peer timeout."""
 
-    def __init__(self, reference: str) -> None:
+    def __init__(self, reference: str, security: dict | None = None) -> None:
+        self.security = security or {}  # the board's keys: it poses as one of its servers
         self.ctx = zmq.Context()
         self.sink = self.ctx.socket(zmq.ROUTER)
         self.sink.setsockopt(zmq.LINGER, 0)
+        if self.security:  # a CURVE server like the board's replication ports
+            self.sink.setsockopt(zmq.CURVE_SERVER, 1)
+            self.sink.setsockopt(zmq.CURVE_SECRETKEY, self.security[zmq.CURVE_SECRETKEY])
         port = self.sink.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.reference = reference
@@ -199,6 +203,8 @@ class SilentPeer:
     def start(self) -> SilentPeer:
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
+        for option, value in self.security.items():
+            sock.setsockopt(option, value)
         sock.connect(self.reference)
         self._call(sock, "rank", {"user": "silencioso", "replication": self.endpoint,
                                   "sync": self.endpoint})
@@ -224,7 +230,9 @@ def test_a_catch_up_longer_than_the_expiry_keeps_the_server_listed(
     text = text.replace("peer_timeout = 1.0", "peer_timeout = 2.5")
     conf.write_text(text)
     cluster = make_cluster(env={"BBD_CONFIG": str(conf)})
-    silent = SilentPeer(cluster.reference).start()
+    from bbd import auth
+
+    silent = SilentPeer(cluster.reference, auth.client_options(cluster.keys)).start()
     try:
         cluster.kill("servidor-3")
         wait_for(lambda: "servidor-3" not in listed(cluster), 10, "the old entry to expire")

@@ -216,6 +216,7 @@ def test_catch_up_asks_for_the_next_page_while_the_last_is_journaled(tmp_path: P
     server.committer.submit = submit
     pages = [[Op("servidor-2", s, s, "login", 1.0, {"user": f"u{s}"}).to_dict()
               for s in (2 * k + 1, 2 * k + 2)] for k in range(3)]
+    server._known_origins = lambda: {"servidor-1", "servidor-2"}  # listed by the reference
     done = server.pull_from(SimpleNamespace(name="servidor-2", repl_client=None, up=True))
     asked[0][1].callback({"ops": pages[0], "more": True})
     # Page 2 is asked for past the cursor before page 1 is durable; one page ahead at most.
@@ -241,6 +242,7 @@ def test_catch_up_given_up_leaves_no_unhandled_page(tmp_path: Path) -> None:
     asked: list[defer.Deferred] = []
     server._ask = lambda client, service_, data: asked.append(defer.Deferred()) or asked[-1]
     server.committer.submit = lambda records: defer.fail(OSError(28, "No space left"))
+    server._known_origins = lambda: {"servidor-1", "servidor-2"}  # listed by the reference
     done = server.pull_from(SimpleNamespace(name="servidor-2", repl_client=None, up=True))
     asked[0].callback({"ops": [Op("servidor-2", 1, 1, "login", 1.0, {"user": "a"}).to_dict()],
                        "more": True})
