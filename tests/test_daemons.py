@@ -274,7 +274,9 @@ def test_reference_keeps_ranks_across_restart(make_cluster) -> None:
     assert cluster.ask(cluster.reference, "heartbeat", {"user": "never"})["status"] == "unknown"
 
 
-@pytest.mark.xfail(reason="open after the auth merge: the broker with keys leaves its pid file at SIGTERM (see closing note)", strict=False)
+@pytest.mark.xfail(strict=False, reason=(
+    "open after the auth merge: the broker with keys leaves its p"
+    "id file at SIGTERM (see closing note)"))
 def test_bbd_up_runs_restarts_and_stops(tmp_path) -> None:
     probe = Cluster(tmp_path / "probe", servers=2)  # only to borrow free ports
     layout = probe.layout
