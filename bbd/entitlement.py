@@ -5,8 +5,11 @@ known origin (a server the reference ever registered, or one already in the log)
 replace a different operation under the same id, and a ``replicate`` (an origin pushing its
 own new operations) must carry operations of one other origin whose sequence numbers follow
 the ones held, with no gap: a forged future id would otherwise shadow the real operation
-when it comes. The field checks (names, lengths, clock bounds) live in the board's own
-validation.
+when it comes. Operations accepted but still on their way to the journal count as held: an
+origin sends its next batch without waiting, and it must not be refused for a gap that is
+only the previous batch's fsync. A peer that truly lacks earlier operations says where its
+copy stops (``held_top``), and the origin sends them ahead of its batch. The field checks
+(names, lengths, clock bounds) live in the board's own validation.
 """
 
 from __future__ import annotations
@@ -26,24 +29,33 @@ def foreign_problem(op: Op, board: Board, known: Collection[str]) -> str | None:
     return None
 
 
-def replicate_problem(ops: list[Op], board: Board, own: str,
-                      known: Collection[str]) -> str | None:
-    """Why a ``replicate`` must be refused as a whole, or None."""
+def held_top(origin: str, board: Board, pending: Collection[str] = (), top: int = 0) -> int:
+    """The highest sequence of ``origin`` (from ``top`` on) held or pending here with none
+    missing below it: what a refused origin resends from to fill the gap."""
+    top = max(top, board.vector.get(origin, 0))
+    while f"{origin}:{top + 1}" in pending or f"{origin}:{top + 1}" in board.ops:
+        top += 1
+    return top
+
+
+def replicate_problem(ops: list[Op], board: Board, own: str, known: Collection[str],
+                      pending: Collection[str] = ()) -> str | None:
+    """Why a ``replicate`` must be refused as a whole, or None. ``pending``: ids of
+    operations accepted and not yet durable (so not yet in ``board``)."""
     origins = {op.origin for op in ops}
     if len(origins) > 1:
         return f"operations of several origins {sorted(origins)} in one replicate"
     if own in origins:
         return f"operations claiming to be ours ({own})"
-    top = board.vector.get(ops[0].origin, 0) if ops else 0
+    top = 0
     for op in ops:
         problem = foreign_problem(op, board, known)
         if problem:
             return problem
-        if op.id in board.ops:
+        if op.id in board.ops or op.id in pending:
             continue  # a resend of what we hold: idempotent
+        top = held_top(op.origin, board, pending, top)
         if op.seq != top + 1:
             return f"{op.id}: sequence does not follow {op.origin}:{top}"
         top = op.seq
-        while f"{op.origin}:{top + 1}" in board.ops:
-            top += 1
     return None

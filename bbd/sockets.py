@@ -33,6 +33,8 @@ HIGH_WATER_MARK = 10_000
 HEARTBEAT_IVL_MS = 200
 HEARTBEAT_TIMEOUT_MS = 700
 HEARTBEAT_TTL_MS = 2000
+# How often a request given ``connect_wait`` tries again to send while its link comes up.
+CONNECT_POLL = 0.01
 _monitor_ids = itertools.count(1)
 
 
@@ -235,15 +237,32 @@ class DealerClient(_Connection):
         if event == zmq.EVENT_DISCONNECTED and self._on_lost is not None:
             self._on_lost()
 
-    def request(self, body: bytes, timeout: float) -> defer.Deferred:
+    def request(self, body: bytes, timeout: float, connect_wait: float = 0.0) -> defer.Deferred:
+        """Send one request; its Deferred fires with the reply's body or fails with
+        PeerUnavailable after ``timeout``. Without a connection the request fails at once,
+        unless ``connect_wait`` gives the link that long (within ``timeout``) to come up:
+        a peer just listed, or just restarted, is usually a handshake away, not dead."""
         corr = b"%d" % next(self._ids)
         d: defer.Deferred = defer.Deferred()
-        if not self.send_parts([corr, b"", body]):
-            d.errback(PeerUnavailable(f"{self.address}: not connected"))
-            return d
-        call = self.clock.callLater(timeout, self._expire, corr)
-        self._waiting[corr] = (d, call)
+        now = self.clock.seconds()
+        self._send_request(d, corr, body, now + timeout, now + min(connect_wait, timeout))
         return d
+
+    def _send_request(self, d: defer.Deferred, corr: bytes, body: bytes, deadline: float,
+                      give_up: float) -> None:
+        if d.called:
+            return  # cancelled by its caller while waiting for the link
+        if self.send_parts([corr, b"", body]):
+            call = self.clock.callLater(max(0.0, deadline - self.clock.seconds()),
+                                        self._expire, corr)
+            self._waiting[corr] = (d, call)
+        elif self.socket is None:
+            d.errback(PeerUnavailable(f"{self.address}: closed"))
+        elif self.clock.seconds() >= give_up:
+            d.errback(PeerUnavailable(f"{self.address}: not connected"))
+        else:
+            self.clock.callLater(CONNECT_POLL, self._send_request, d, corr, body, deadline,
+                                 give_up)
 
     def _expire(self, corr: bytes) -> None:
         d, _ = self._waiting.pop(corr)

@@ -13,7 +13,6 @@ import time
 from collections import Counter
 
 import msgpack
-import pytest
 import zmq
 
 from bbd import cli
@@ -126,9 +125,6 @@ def test_sigstop_for_ten_seconds_under_sixteen_clients_fails_nothing(make_cluste
     assert_each_applied_once(files, w.acked, w.failed)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open: a peer that refuses a replicate with a gap is marked d"
-    "own, so a write can be acked by its origin alone (see closing note)"))
 def test_server_killed_mid_request_its_requests_answered_by_another(make_cluster) -> None:
     cluster = make_cluster()
     setup_board(cluster)

@@ -16,9 +16,6 @@ from bbd.chaos.run import run
 from bbd.chaos.schedule import KINDS
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open after the auth merge: the short nemesis run fails (see "
-    "closing note)"))
 def test_short_chaos_schedule_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     why = netns.unavailable()
     if why:

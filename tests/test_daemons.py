@@ -201,9 +201,6 @@ def _files(cluster: Cluster, name: str) -> dict:
             ("usuarios.json", "canais.json", "publicacoes.json", "mensagens.json")}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open after the auth merge: see the gap-refusal defect in the"
-    " closing note"))
 def test_sigkill_every_server_loses_nothing(make_cluster) -> None:
     cluster = make_cluster()
     c = cluster.client()
@@ -236,9 +233,6 @@ def test_sigkill_every_server_loses_nothing(make_cluster) -> None:
         assert _files(cluster, name) == first
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open: flaky since the data files became rings (a restored fi"
-    "le's signature)"))
 def test_reload_merges_a_restored_backup_by_id(make_cluster) -> None:
     cluster = make_cluster(servers=1)
     c = cluster.client()
@@ -280,9 +274,6 @@ def test_reference_keeps_ranks_across_restart(make_cluster) -> None:
     assert cluster.ask(cluster.reference, "heartbeat", {"user": "never"})["status"] == "unknown"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open after the auth merge: the broker with keys leaves its p"
-    "id file at SIGTERM (see closing note)"))
 def test_bbd_up_runs_restarts_and_stops(tmp_path) -> None:
     probe = Cluster(tmp_path / "probe", servers=2)  # only to borrow free ports
     layout = probe.layout

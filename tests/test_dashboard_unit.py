@@ -21,7 +21,7 @@ class FakeDealer:
         self.address = address
         self.pending: list[tuple[str, defer.Deferred]] = []
 
-    def request(self, body: bytes, timeout: float) -> defer.Deferred:
+    def request(self, body: bytes, timeout: float, connect_wait: float = 0.0) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
         self.pending.append((protocol.decode(body).service, d))
         return d

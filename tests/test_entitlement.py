@@ -37,6 +37,17 @@ def test_a_gap_or_a_far_future_seq_is_refused() -> None:
         assert "does not follow s2:1" in replicate_problem([ch("s2", seq, "x")], b, "s1", KNOWN)
 
 
+def test_a_batch_still_on_its_way_to_the_journal_is_no_gap() -> None:
+    # The origin sends its next replicate without waiting for the previous one's fsync here.
+    b = board_with(ch("s2", 1, "a"))
+    pending = {"s2:2", "s2:3"}
+    assert replicate_problem([ch("s2", 4, "d")], b, "s1", KNOWN, pending) is None
+    assert replicate_problem([ch("s2", 3, "c"), ch("s2", 4, "d")], b, "s1", KNOWN,
+                             pending) is None
+    assert "does not follow s2:3" in replicate_problem([ch("s2", 5, "e")], b, "s1", KNOWN,
+                                                       pending)
+
+
 def test_operations_in_our_own_name_are_refused() -> None:
     b = board_with(ch("s1", 1, "a"))
     assert "ours" in replicate_problem([ch("s1", 2, "x")], b, "s1", KNOWN)

@@ -202,9 +202,6 @@ def test_help_runs(command: str) -> None:
     assert r.returncode == 0 and "default" in r.stdout
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open after the auth merge: bbd up's console output with keys"
-    " (see closing note)"))
 def test_bots_start_once_the_board_serves_and_stop_quietly(tmp_path: Path) -> None:
     if launcher.bot_argv(launcher.Layout(tmp_path), 1.0) is None:
         pytest.fail("node and clients/js are needed: `make install` sets them up")

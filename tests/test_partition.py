@@ -47,9 +47,6 @@ def applied(cluster: NetCluster, server: str) -> int:
     return wait_for(lambda: cluster.status(server), 5, f"{server}'s status")["applied"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open after the auth merge: see the gap-refusal defect in the"
-    " closing note"))
 def test_cut_off_server_majority_serves_then_all_converge(net_cluster) -> None:
     cluster = net_cluster()
     lone, rest = "servidor-1", ["servidor-2", "servidor-3"]

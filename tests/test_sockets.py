@@ -90,6 +90,33 @@ def test_request_to_nobody_fails_at_once(factory) -> None:
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_request_given_connect_wait_is_sent_once_the_peer_comes_up(factory) -> None:
+    # A peer just listed or restarting: the request waits for the link, not fails at once.
+    from bbd import sockets
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    client = sockets.DealerClient(factory, address, reactor, 1024)
+    d = client.request(b"hello", 5.0, connect_wait=5.0)
+    yield task.deferLater(reactor, 0.2, lambda: None)
+    assert not d.called
+    echo_server(factory, address)
+    assert (yield d) == b"HELLO"
+    client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_connect_wait_gives_up_when_nobody_comes(factory) -> None:
+    from bbd import sockets
+
+    client = sockets.DealerClient(factory, f"tcp://127.0.0.1:{free_port()}", reactor, 1024)
+    start = reactor.seconds()
+    with pytest.raises(sockets.PeerUnavailable, match="not connected"):
+        yield client.request(b"hello", 5.0, connect_wait=0.3)
+    assert 0.3 <= reactor.seconds() - start < 2.0
+    client.close()
+
+
+@pytest_twisted.inlineCallbacks
 def test_subscriber_takes_exact_topics_only(factory) -> None:
     from bbd import sockets
 

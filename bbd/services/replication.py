@@ -25,6 +25,9 @@ log = Logger()
 # A client request queued during catch-up is dropped once it has waited this many request
 # timeouts (its client has retried by then); beyond MAX_QUEUED, requests are refused at once.
 MAX_QUEUED = 1000
+# The most own operations a replicate carries ahead of its batch to fill a peer's gap; a
+# larger gap is left to the peer's pull.
+MAX_FILL = 1000
 
 
 @dataclass
@@ -144,14 +147,25 @@ class Replication:
                 results = yield defer.DeferredList(
                     [self._ask(p.repl_client, "replicate", data) for p in peers],
                     consumeErrors=True)
+                refused = [i for i, (ok, r) in enumerate(results)
+                           if ok and r.get("status") != "OK"]
+                if refused:
+                    # A peer that missed earlier operations of ours (it was starting, or cut
+                    # off) refuses the gap: send it what it lacks with the batch, so the write
+                    # is acknowledged with its copy too.
+                    filled = yield defer.DeferredList(
+                        [self._fill_gap(peers[i], results[i][1], chunk) for i in refused],
+                        consumeErrors=True)
+                    for i, result in zip(refused, filled, strict=True):
+                        results[i] = result
                 competitors = []
                 for peer, (ok, reply) in zip(peers, results, strict=True):
                     if not ok:
                         self._peer_down(peer, reply.getErrorMessage())
                         continue
                     if reply.get("status") != "OK":
-                        # Refused (it missed earlier operations, so ours would leave a gap):
-                        # leave it out until its next pull has caught it up.
+                        # Refused, and the gap was too large to send: leave it out until its
+                        # next pull has caught it up.
                         self._peer_down(peer, f"refused: {reply.get('description')}")
                         continue
                     competitors += self._admissible(
@@ -170,6 +184,24 @@ class Replication:
             for _, d in batch:
                 d.callback(None)
 
+    def _fill_gap(self, peer: Peer, refusal: dict[str, Any], chunk: list[Op]) -> Any:
+        """Resend ``chunk`` to a peer that refused it for a gap, preceded by the own
+        operations it lacks (from the ``have`` its refusal names), if they fit in one page;
+        otherwise the refusal stands and the peer's pull catches it up."""
+        have = refusal.get("have")
+        first = chunk[0].seq
+        if not protocol.is_count(have) or have >= first - 1 or first - 1 - have > MAX_FILL:
+            return defer.succeed(refusal)
+        lacking = [self.board.get(self.cfg.name, seq) for seq in range(have + 1, first)]
+        if any(op is None for op in lacking):
+            return defer.succeed(refusal)
+        ops = [*lacking, *chunk]
+        if sum(len(protocol.encode(op.to_dict())) for op in ops) > self._page_bytes():
+            return defer.succeed(refusal)
+        log.info("peer {peer} lacks {n} operations of ours before {op}: sending them along",
+                 peer=peer.name, n=len(lacking), op=chunk[0].id)
+        return self._ask(peer.repl_client, "replicate", {"ops": [op.to_dict() for op in ops]})
+
     def _take(self, ops: Iterable[Op]) -> tuple[int, defer.Deferred]:
         """Take operations from a peer or a file: how many were new, and a Deferred that
         fires once they are durable here and then applied (one journal submission for
@@ -183,6 +215,11 @@ class Replication:
                 new[op.id] = op
         if not new:
             return 0, defer.succeed(None)
+        self.incoming.update(new)
+
+        def landed(result: Any) -> Any:
+            self.incoming.difference_update(new)
+            return result
 
         def durable(_: Any) -> None:
             self._storage_works()
@@ -195,7 +232,7 @@ class Replication:
             raise ProtocolError("storage unavailable on " + self.cfg.name, "replicate")
 
         d = self.committer.submit([op.to_dict() for op in new.values()])
-        return len(new), d.addCallbacks(durable, failed)
+        return len(new), d.addBoth(landed).addCallbacks(durable, failed)
 
     def _mark_up(self, peer: Peer | None) -> None:
         if peer is not None and not peer.up:
@@ -216,10 +253,15 @@ class Replication:
         except ValueError as e:
             raise ProtocolError(str(e), "replicate") from None
         problem = entitlement.replicate_problem(ops, self.board, self.cfg.name,
-                                                self._known_origins())
+                                                self._known_origins(), self.incoming)
         if problem:
             log.warn("refused replicate of {n} operations: {why}", n=len(ops), why=problem)
-            raise ProtocolError(f"refused: {problem}", "replicate")
+            refusal = protocol.error_data("replicate", f"refused: {problem}")
+            if ops and ops[0].origin in self._known_origins():
+                # Where the origin's operations stop here, for it to fill a gap.
+                refusal["have"] = entitlement.held_top(ops[0].origin, self.board,
+                                                       self.incoming)
+            return refusal
         _, durable = self._take(ops)
         yield durable  # journaled before we ack: the origin may then tell its client
         keys = {key for op in ops for key in op.keys()}

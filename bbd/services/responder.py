@@ -88,11 +88,11 @@ class Responder:
 
 
 def call(client: Any, service: str, data: dict[str, Any], *, lamport: LamportClock,
-         now: Callable[[], float], timeout: float) -> defer.Deferred:
+         now: Callable[[], float], timeout: float, connect_wait: float = 0.0) -> defer.Deferred:
     """One request to a daemon port through a ``DealerClient``; fires with the reply's data
     (Lamport merged), fails with PeerUnavailable or ProtocolError."""
     msg = protocol.message(service, data, clock=lamport.tick(), timestamp=now())
-    d = client.request(protocol.encode(msg), timeout)
+    d = client.request(protocol.encode(msg), timeout, connect_wait)
 
     def decoded(body: bytes) -> dict[str, Any]:
         try:

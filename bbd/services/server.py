@@ -117,6 +117,9 @@ class BoardServer(Replication, service.Service):
         self.settling: dict[str, _Settling] = {}  # own ops between proposal and reply, by id
         # Own ops on their way to the journal, not yet applied (visible only once durable).
         self.unapplied: dict[str, tuple[Op, _Settling]] = {}
+        # Peers' ops taken and on their way to the journal: a replicate that follows them
+        # is no gap (entitlement).
+        self.incoming: set[str] = set()
         self.storage_error: str | None = None  # why the journal last failed, until it works
         self._outbox: list[tuple[Op, defer.Deferred]] = []
         self._outbox_call: Any = None
@@ -285,8 +288,10 @@ class BoardServer(Replication, service.Service):
     # -- the reference: registration, heartbeats, peers ------------------------------
 
     def _ask(self, client: Any, service_: str, data: dict[str, Any]) -> defer.Deferred:
+        # A link still coming up (a peer just listed or restarted) gets the timeout to
+        # connect: failing at once would leave that peer out of the write.
         return call(client, service_, data, lamport=self.lamport, now=self.physical.now,
-                    timeout=self.cfg.peer_timeout)
+                    timeout=self.cfg.peer_timeout, connect_wait=self.cfg.peer_timeout)
 
     @defer.inlineCallbacks
     def periodic_heartbeat(self) -> Any:
