@@ -204,14 +204,14 @@ def test_a_dropped_link_to_the_coordinator_elects_at_once() -> None:
     killed = net.clock.seconds()
     net.crash("s3")
     net.drop("s3")  # the monitor's disconnect: before any probe or timeout
-    net.clock.advance(0.01)
+    net.run(0.01, step=0.001)
     assert net.views() == {"s1": "s2", "s2": "s2"}
     first = next(t for t, _, m in net.published
                  if t >= killed and m["data"]["coordinator"] == "s2")
     assert first - killed <= 0.01
     # A dropped link to a server that is not the coordinator changes nothing.
     net.drop("s1")
-    net.clock.advance(0.01)
+    net.run(0.01, step=0.001)
     assert net.views() == {"s1": "s2", "s2": "s2"}
 
 
@@ -222,9 +222,9 @@ def test_an_election_stops_waiting_for_a_peer_whose_link_dropped() -> None:
     s3.deliver = lambda topic, payload: None  # type: ignore[method-assign]
     s3.coordination.stopService()
     net.drop("s3", at="s1")  # s1 notices first and asks s2, which elects in turn
-    net.clock.advance(0.01)  # s2 now waits for s3's answer to its election
+    net.run(0.01, step=0.001)  # s2 now waits for s3's answer to its election
     net.drop("s3", at="s2")  # ... whose link has dropped meanwhile: s2 wins at once
-    net.clock.advance(0.02)
+    net.run(0.02, step=0.001)
     assert {n: v for n, v in net.views().items() if n != "s3"} == {"s1": "s2", "s2": "s2"}
 
 
