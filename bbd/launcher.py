@@ -315,15 +315,18 @@ READY_TIMEOUT = 60.0
 def wait_ready(layout: Layout, timeout: float, stopping: threading.Event) -> float | None:
     """Seconds until every server says it is ready (asked on its sync port), or None after
     ``timeout``. Blocking: runs in a thread; gives up at once when ``stopping`` is set."""
+    from bbd import auth
     from bbd.client import ask_once
 
+    # The sync port takes only the board's own processes when authentication is on.
+    security = auth.client_options(auth.load(layout.keys)) if layout.keys is not None else None
     began = time.monotonic()
     endpoints = [layout.url(layout.server_ports(i)[0]) for i in range(1, layout.servers + 1)]
     waiting = list(endpoints)
     while waiting and not stopping.is_set():
         if time.monotonic() - began > timeout:
             return None
-        status = ask_once(waiting[0], "status", timeout=0.5)
+        status = ask_once(waiting[0], "status", timeout=0.5, security=security)
         if status and status.get("ready"):
             waiting.pop(0)
         else:

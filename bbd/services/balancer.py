@@ -112,9 +112,12 @@ class BalancerService(service.Service):
         super().stopService()
         if self.thread is None:
             return
+        # The guard first: the loop terminates the context as it ends, and a context
+        # terminated under the authenticator's thread leaves that thread (and the stop
+        # that joins it) hanging.
+        self.guard.stop()
         self.control.send(b"STOP")
         self.control.close(0)
-        self.guard.stop()  # its ZAP socket must close before the context can end
         # The loop answers within one poll, closes its sockets and ends the context itself
         # (a context left to the garbage collector would block it in term()); a loop that
         # does not stop in time is left behind, a daemon thread.
@@ -170,7 +173,7 @@ class BalancerService(service.Service):
             for sock in (front, back, status, ctrl):
                 if sock is not None:
                     sock.close(0)
-            self.ctx.term()  # waits only for the control socket and the guard, closed at stop
+            self.ctx.term()  # the guard and the control socket were closed at stop
 
     def _flush(self, core: Balancer, front: zmq.Socket, back: zmq.Socket, now: float) -> None:
         while core.to_back:
