@@ -316,3 +316,81 @@ def test_a_stopping_server_lets_writes_in_flight_finish_replicating(tmp_path: Pa
     clock.advance(0.05)
     assert closed == ["closed"] and stopped.called
     assert front.replies[-1][1]["data"]["status"] == "sucesso"
+
+
+def _replicate(server: BoardServer, ops: list[Op]) -> defer.Deferred:
+    from bbd.protocol import Request
+
+    return defer.maybeDeferred(server._replicate_in, Request(
+        "replicate", {"ops": [op.to_dict() for op in ops]}, "msgpack"))
+
+
+def _login(origin: str, seq: int) -> Op:
+    return Op(origin, seq, seq, "login", 1.0, {"user": f"u{seq}"})
+
+
+def test_a_replicate_behind_one_still_being_journaled_is_taken(tmp_path: Path) -> None:
+    # The origin sends its next batch without waiting: the first is still on its way to our
+    # journal, so its operations count as held, not as a gap.
+    server, _, _ = make_server(tmp_path)
+    server._known_origins = lambda: {"servidor-1", "servidor-2"}
+    commits: list[defer.Deferred] = []
+    server.committer.submit = lambda records: commits.append(defer.Deferred()) or commits[-1]
+    first = _replicate(server, [_login("servidor-2", 1)])
+    second = _replicate(server, [_login("servidor-2", 2)])
+    assert len(commits) == 2 and not first.called and not second.called
+    for d in commits:
+        d.callback(None)
+    assert first.result["status"] == second.result["status"] == "OK"
+    assert server.board.vector["servidor-2"] == 2
+
+
+def test_a_gap_is_refused_with_where_our_copy_stops(tmp_path: Path) -> None:
+    server, _, _ = make_server(tmp_path)
+    server._known_origins = lambda: {"servidor-1", "servidor-2"}
+    server.committer.submit = lambda records: defer.succeed(None)
+    _replicate(server, [_login("servidor-2", 1)])
+    reply = _replicate(server, [_login("servidor-2", 4)]).result
+    assert reply["status"] == "erro" and reply["have"] == 1
+    assert server.board.vector["servidor-2"] == 1  # nothing of the refused batch taken
+
+
+def test_an_operation_arriving_twice_while_journaled_is_written_once(tmp_path: Path) -> None:
+    # A gap fill and a pull page can carry the same operation: the second waits for the
+    # first's batch instead of journaling it again.
+    server, _, _ = make_server(tmp_path)
+    server._known_origins = lambda: {"servidor-1", "servidor-2"}
+    written: list[list] = []
+    commits: list[defer.Deferred] = []
+
+    def submit(records: list) -> defer.Deferred:
+        written.append(records)
+        commits.append(defer.Deferred())
+        return commits[-1]
+
+    server.committer.submit = submit
+    ops = [_login("servidor-2", 1), _login("servidor-2", 2)]
+    first = _replicate(server, ops)
+    n, again = server._take([ops[1], _login("servidor-2", 3)])
+    assert n == 1 and [r["seq"] for r in written[1]] == [3]  # only the new one written
+    commits[1].callback(None)
+    assert not again.called  # op 2 is not durable yet
+    commits[0].callback(None)
+    assert again.called and first.result["status"] == "OK"
+    assert server.board.vector["servidor-2"] == 3
+
+
+def test_a_batch_that_failed_fails_who_waited_for_it(tmp_path: Path) -> None:
+    server, _, _ = make_server(tmp_path)
+    server._known_origins = lambda: {"servidor-1", "servidor-2"}
+    commits: list[defer.Deferred] = []
+    server.committer.submit = lambda records: commits.append(defer.Deferred()) or commits[-1]
+    first = _replicate(server, [_login("servidor-2", 1)])
+    _, again = server._take([_login("servidor-2", 1)])
+    commits[0].errback(OSError(28, "No space left on device"))
+    failures: list = []
+    for d in (first, again):
+        d.addErrback(failures.append)
+    assert len(failures) == 2  # the responder answers the origin erro
+    assert all("storage unavailable" in f.getErrorMessage() for f in failures)
+    assert "servidor-2" not in server.board.vector

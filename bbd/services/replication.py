@@ -15,9 +15,11 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from bbd import auth, entitlement, protocol
 from bbd.protocol import ProtocolError, Request
+from bbd.services.waiters import Waiters
 from bbd.state import Op
 
 log = Logger()
@@ -205,34 +207,49 @@ class Replication:
     def _take(self, ops: Iterable[Op]) -> tuple[int, defer.Deferred]:
         """Take operations from a peer or a file: how many were new, and a Deferred that
         fires once they are durable here and then applied (one journal submission for
-        all), so that nothing is visible before it is durable. An operation still on its
-        way to the journal from an earlier call is journaled again: replay drops
-        duplicates, and waiting for that other batch would need its own bookkeeping."""
+        all), so that nothing is visible before it is durable. An operation already on its
+        way to the journal from an earlier call is not written again: this call waits for
+        that batch, and fails like it if it failed."""
         new: dict[str, Op] = {}
+        elsewhere: dict[str, Op] = {}
         for op in ops:
             self.lamport.observe(op.clock)
-            if not self.board.holds(op):
-                new[op.id] = op
-        if not new:
+            if self.board.holds(op):
+                continue
+            (elsewhere if op.id in self.incoming else new)[op.id] = op
+        if not new and not elsewhere:
             return 0, defer.succeed(None)
-        self.incoming.update(new)
+        waits = [self.incoming[i].wait() for i in elsewhere]
+        if new:
+            batch = Waiters()
+            self.incoming.update(dict.fromkeys(new, batch))
 
-        def landed(result: Any) -> Any:
-            self.incoming.difference_update(new)
-            return result
+            def landed(result: Any) -> Any:
+                for op_id in new:
+                    if self.incoming.get(op_id) is batch:
+                        del self.incoming[op_id]
+                if not isinstance(result, Failure):
+                    self._storage_works()
+                    for op in new.values():
+                        self.board.apply(op)
+                batch.fire()  # after the apply: its waiters check what is held
+                return result
 
-        def durable(_: Any) -> None:
-            self._storage_works()
-            for op in new.values():
-                self.board.apply(op)
+            waits.append(self.committer.submit([op.to_dict() for op in new.values()])
+                         .addBoth(landed))
 
         def failed(failure: Any) -> None:
+            failure = failure.value.subFailure if failure.check(defer.FirstError) else failure
             failure.trap(OSError)
             self._storage_error(failure.value)
             raise ProtocolError("storage unavailable on " + self.cfg.name, "replicate")
 
-        d = self.committer.submit([op.to_dict() for op in new.values()])
-        return len(new), d.addBoth(landed).addCallbacks(durable, failed)
+        def held(_: Any) -> None:
+            if not all(self.board.holds(op) for op in elsewhere.values()):
+                raise ProtocolError("storage unavailable on " + self.cfg.name, "replicate")
+
+        d = defer.gatherResults(waits, consumeErrors=True) if len(waits) > 1 else waits[0]
+        return len(new), d.addCallbacks(held, failed)
 
     def _mark_up(self, peer: Peer | None) -> None:
         if peer is not None and not peer.up:
@@ -253,14 +270,14 @@ class Replication:
         except ValueError as e:
             raise ProtocolError(str(e), "replicate") from None
         problem = entitlement.replicate_problem(ops, self.board, self.cfg.name,
-                                                self._known_origins(), self.incoming)
+                                                self._known_origins(), self.incoming.keys())
         if problem:
             log.warn("refused replicate of {n} operations: {why}", n=len(ops), why=problem)
             refusal = protocol.error_data("replicate", f"refused: {problem}")
             if ops and ops[0].origin in self._known_origins():
                 # Where the origin's operations stop here, for it to fill a gap.
                 refusal["have"] = entitlement.held_top(ops[0].origin, self.board,
-                                                       self.incoming)
+                                                       self.incoming.keys())
             return refusal
         _, durable = self._take(ops)
         yield durable  # journaled before we ack: the origin may then tell its client

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from bbd.physclock import PhysicalClock
 from bbd.protocol import ProtocolError, Request
 from bbd.services.replication import Peer, Replication
 from bbd.services.responder import Responder, call
+from bbd.services.waiters import Waiters
 from bbd.state import Board, Op, ops_from_files
 from bbd.store import DataFiles, Journal
 
@@ -76,23 +77,6 @@ class ServerConfig:
         return f"tcp://{self.host}:{port}"
 
 
-@dataclass
-class _Settling:
-    """Waiters for an own operation whose replication has not finished."""
-
-    waiters: list[defer.Deferred] = field(default_factory=list)
-
-    def wait(self) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        self.waiters.append(d)
-        return d
-
-    def fire(self) -> None:
-        waiters, self.waiters = self.waiters, []
-        for d in waiters:
-            d.callback(None)
-
-
 class BoardServer(Replication, service.Service):
     def __init__(self, cfg: ServerConfig, clock: Any = reactor,
                  exit: Callable[[], None] | None = None) -> None:
@@ -114,12 +98,13 @@ class BoardServer(Replication, service.Service):
         self.catching_up = False
         # Client requests that arrived while catching up: (arrival, envelope, body).
         self.queued: list[tuple[float, list[bytes], bytes]] = []
-        self.settling: dict[str, _Settling] = {}  # own ops between proposal and reply, by id
+        self.settling: dict[str, Waiters] = {}  # own ops between proposal and reply, by id
         # Own ops on their way to the journal, not yet applied (visible only once durable).
-        self.unapplied: dict[str, tuple[Op, _Settling]] = {}
-        # Peers' ops taken and on their way to the journal: a replicate that follows them
-        # is no gap (entitlement).
-        self.incoming: set[str] = set()
+        self.unapplied: dict[str, tuple[Op, Waiters]] = {}
+        # Peers' ops taken and on their way to the journal, by id, with who waits for that
+        # batch: a replicate that follows them is no gap (entitlement), and the same op
+        # arriving again (a pull page, a gap fill) waits for that batch, not journaled twice.
+        self.incoming: dict[str, Waiters] = {}
         self.storage_error: str | None = None  # why the journal last failed, until it works
         self._outbox: list[tuple[Op, defer.Deferred]] = []
         self._outbox_call: Any = None
@@ -440,8 +425,8 @@ class BoardServer(Replication, service.Service):
             raise ProtocolError(problem, service_)
         op = self.board.propose(kind, fields, clock=self.lamport.tick(),
                                 timestamp=self.physical.now(), rid=rid)
-        settling = self.settling[op.id] = _Settling()
-        durable = _Settling()
+        settling = self.settling[op.id] = Waiters()
+        durable = Waiters()
         self.unapplied[op.id] = (op, durable)
         try:
             try:
