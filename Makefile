@@ -58,6 +58,7 @@ test: install test-packages lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install
+	$(PY) -m bbd.scalebench
 	$(PY) -m bbd.benchmarks
 	$(PY) -m bbd.benchmarks --compare auth
 
