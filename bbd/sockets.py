@@ -216,6 +216,9 @@ class DealerClient(_Connection):
         self._waiting: dict[bytes, tuple[defer.Deferred, Any]] = {}
         self._on_lost: Callable[[], None] | None = None
         self._monitor: _Monitor | None = None
+        # Watched links only: the connection dropped and has not come back since (the peer
+        # died or hangs), as opposed to one not made yet (a peer just listed or starting).
+        self.lost = False
         super().__init__(factory, [connect(address)],
                          {zmq.IMMEDIATE: 1, zmq.MAXMSGSIZE: max_bytes,
                           zmq.HEARTBEAT_IVL: HEARTBEAT_IVL_MS,
@@ -230,12 +233,16 @@ class DealerClient(_Connection):
         if on_lost is None or self._monitor is not None or self.socket is None:
             return
         address = f"inproc://bbd-monitor-{next(_monitor_ids)}"
-        self.socket.monitor(address, zmq.EVENT_DISCONNECTED)
+        self.socket.monitor(address, zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self._monitor = _Monitor(self.factory, address, self._event)
 
     def _event(self, event: int) -> None:
-        if event == zmq.EVENT_DISCONNECTED and self._on_lost is not None:
-            self._on_lost()
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.lost = False
+        elif event == zmq.EVENT_DISCONNECTED:
+            self.lost = True
+            if self._on_lost is not None:
+                self._on_lost()
 
     def request(self, body: bytes, timeout: float, connect_wait: float = 0.0) -> defer.Deferred:
         """Send one request; its Deferred fires with the reply's body or fails with

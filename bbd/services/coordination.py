@@ -322,8 +322,13 @@ class Coordinator(service.Service):
                      why=failure.getErrorMessage())
             self._run(bully.election_request_failed(to))
 
-        d = self._ask(to, "election", {"name": self.name, "rank": bully.rank},
-                      self.server.cfg.election_answer_timeout)
+        # A link not made yet (every server starting at once) gets the answer timeout to
+        # come up; one that dropped (the peer died) fails at once, as the election needs.
+        timeout = self.server.cfg.election_answer_timeout
+        peer = self.server.peers.get(to)
+        lost = getattr(getattr(peer, "sync_client", None), "lost", False)
+        d = self._ask(to, "election", {"name": self.name, "rank": bully.rank}, timeout,
+                      connect_wait=0.0 if lost else timeout)
         d.addCallbacks(answered, failed)
 
     def _announce(self, action: Announce) -> None:
@@ -387,7 +392,11 @@ class Coordinator(service.Service):
                      coordinator=name, rank=peer.rank)
             self._run(bully.announcement_received(name, peer.rank))
 
-        d = self._ask(name, "status", {}, self.server.cfg.peer_timeout)
+        # The announcer has often just come back (restarted, resumed): our link to it may
+        # still be reconnecting, so the confirmation waits for it rather than failing at
+        # once, which would leave us announcing a rival and start another round.
+        timeout = self.server.cfg.peer_timeout
+        d = self._ask(name, "status", {}, timeout, connect_wait=timeout)
         d.addCallbacks(confirmed, lambda f: log.info(
             "election: announcement of {coordinator} not confirmed ({why})",
             coordinator=name, why=f.getErrorMessage()))
@@ -434,13 +443,13 @@ class Coordinator(service.Service):
         self._run(bully.coordinator_failed(target))
 
     def _ask(self, to: str, service_: str, data: dict[str, Any],
-             timeout: float) -> defer.Deferred:
+             timeout: float, connect_wait: float = 0.0) -> defer.Deferred:
         peer = self.server.peers.get(to)
         client = getattr(peer, "sync_client", None)
         if client is None:
             return defer.fail(ConnectionError(f"{to}: not in the reference's list"))
         return call(client, service_, data, lamport=self.server.lamport,
-                    now=self.server.physical.now, timeout=timeout)
+                    now=self.server.physical.now, timeout=timeout, connect_wait=connect_wait)
 
     # -- Berkeley ----------------------------------------------------------------------
 
