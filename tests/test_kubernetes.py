@@ -451,6 +451,49 @@ def test_keys_come_from_a_secret_never_from_the_deployment(objects: dict) -> Non
         assert cmd[cmd.index("--keys") + 1] == "/app/chaves"
 
 
+def docker_ignores(path: str, patterns: list[str]) -> bool:
+    """Does the build context leave ``path`` out? Docker's rules for these patterns: ``**``
+    any number of directories, ``*`` and ``?`` within one, and a directory left out takes
+    everything under it."""
+    def regex(pattern: str) -> str:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            else:
+                out += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+                i += 1
+        return out
+
+    parts = path.split("/")
+    return any(re.fullmatch(regex(p.strip("/")), "/".join(parts[:n]))
+               for p in patterns for n in range(1, len(parts) + 1))
+
+
+def test_keys_made_as_documented_never_reach_an_image(tmp_path: Path) -> None:
+    from bbd import auth
+
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    made = re.search(r"^bbd keys (\S+?)/?$", docs, re.M)
+    assert made is not None and f"--from-file={made[1]}/" in docs
+    auth.create(tmp_path / made[1])
+    keys = [f"{made[1]}/{f.name}" for f in (tmp_path / made[1]).iterdir()]
+    assert len(keys) == 2  # the public and the secret key
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    assert not [p for p in patterns if p.startswith("!")]  # no exception re-includes them
+    # Made where the docs say (the checkout's root, the context of `docker build .`), or
+    # anywhere else in it, the keys stay out of the build context.
+    for key in keys + [f"deploy/kubernetes/{k}" for k in keys] + ["run/x/board.key_secret",
+                                                                   "a/b/board.key"]:
+        assert docker_ignores(key, patterns), key
+    for source in ("bbd/auth.py", "deploy/kubernetes/servidor.yaml", "etc/bbd.toml",
+                   "bbd/web/index.html", "twisted/plugins/bbd_plugins.py"):
+        assert not docker_ignores(source, patterns), source
+
+
 def test_docs_give_the_commands(objects: dict) -> None:
     docs = (ROOT / "docs" / "kubernetes.md").read_text()
     assert "kubectl apply -k deploy/kubernetes" in docs
@@ -458,6 +501,11 @@ def test_docs_give_the_commands(objects: dict) -> None:
     run = next(line for line in docs.splitlines() if "kubectl run" in line)
     assert "-it" in run and "BROKER=tcp://broker:5555" in run and \
         "PROXY=tcp://proxy:5558" in run
+    # The README's deployment section gives the same client and dashboard lines.
+    readme = (ROOT / "README.md").read_text().splitlines()
+    assert run in readme
+    assert next(line for line in docs.splitlines() if "kubectl port-forward" in line) \
+        .split("#")[0].strip() in readme
     # The dashboard through a port-forward to its Service's port...
     forward = re.search(r"kubectl port-forward svc/([\w-]+) (\d+):(\d+)", docs)
     assert forward is not None
