@@ -3,7 +3,9 @@ and how long a server takes to stop on SIGTERM. The numbers behind the resource 
 limits and grace period of deploy/kubernetes (see docs/kubernetes.md).
 
 Reads /proc (Linux): resident memory (VmRSS), its peak (VmHWM) and CPU time (utime +
-stime) of each ``twistd`` process of a local three-server cluster and of one bot.
+stime) of each ``twistd`` process of a local three-server cluster, its dashboard (with one
+page open on its event stream) and one bot, the servers serving Prometheus metrics as
+they do in deploy/kubernetes.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from bbd import bench
+from bbd.dashboard_cost import OpenPage, _free_port
 from bbd.launcher import bot_argv
-from bbd.localcluster import Cluster
+from bbd.localcluster import Cluster, _free_block
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bbd-footprint-"))
     cluster = Cluster(root, servers=3)
-    bot = None
+    cluster.layout.dashboard = _free_port()
+    cluster.layout.metrics_base = _free_block(3)
+    bot = page = None
     try:
         cluster.start()
+        cluster.spawn("dashboard")
+        cluster.wait_up(["dashboard"])
+        page = OpenPage(f"http://127.0.0.1:{cluster.layout.dashboard}/events")
         pids = {name: proc.pid for name, proc in cluster.procs.items()}
         argv_bot = bot_argv(cluster.layout, 3.0)
         if argv_bot:
@@ -77,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         out = bench.run(cluster.frontend, args.clients, args.seconds)
         t2 = {n: sample(pid) for n, pid in pids.items()}
         applied = cluster.status(cluster.names()[0])["applied"] - applied0
+        # One scrape of every /metrics page, as Prometheus would: they answer, and how big.
+        scraped = []
+        for name, port in cluster.layout.web_ports():
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                scraped.append(f"{name} {len(answer.read()) / 1024:.1f} KiB")
         print(f"load: {bench.line(out)}")
         print(f"{'process':<20} {'RSS idle':>9} {'RSS load':>9} {'peak':>9} "
               f"{'CPU idle':>10} {'CPU load':>10}")
@@ -85,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{t2[n].peak_kib / 1024:7.1f}Mi "
                   f"{millicores(t0[n], t1[n], args.idle):8.0f}m "
                   f"{millicores(t1[n], t2[n], out['seconds']):8.0f}m")
+        print(f"one scrape of /metrics: {', '.join(scraped)}; the open page received "
+              f"{page.bytes / 1024:.0f} KiB of events")
         grown = [t2[n].rss_kib - t1[n].rss_kib for n in cluster.names()]
         if applied > 0:
             per_k = max(grown) * 1024 / applied
@@ -103,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: SIGTERM to exit {took:.2f} s (exit code {proc.returncode}, "
                   f"{clean})")
     finally:
+        if page is not None:
+            page.close()
         if bot is not None:
             bot.terminate()
             bot.wait(10)

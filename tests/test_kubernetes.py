@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +25,9 @@ DEPLOY = ROOT / "deploy" / "kubernetes"
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 DATA = "/app/dados"
 PLUGINS = {"bbd-server": "bbd.services.server", "bbd-reference": "bbd.services.reference",
-           "bbd-broker": "bbd.services.broker", "bbd-proxy": "bbd.services.proxy"}
+           "bbd-broker": "bbd.services.broker", "bbd-proxy": "bbd.services.proxy",
+           "bbd-dashboard": "bbd.services.dashboard"}
+KEYS = "/app/chaves"  # where the Secret bbd-chaves is mounted
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +77,9 @@ def test_rendered_deployment_is_valid_and_complete(objects: dict) -> None:
         ("Deployment", "broker"), ("Service", "broker"), ("Service", "broker-publico"),
         ("Deployment", "proxy"), ("Service", "proxy"), ("Service", "proxy-publico"),
         ("Deployment", "cliente-automatico"),
+        ("Deployment", "painel"), ("Service", "painel"),
         ("NetworkPolicy", "servidor"), ("NetworkPolicy", "referencia"),
-        ("NetworkPolicy", "broker"), ("NetworkPolicy", "proxy"),
+        ("NetworkPolicy", "broker"), ("NetworkPolicy", "proxy"), ("NetworkPolicy", "painel"),
     }
     images = {c["image"] for o in objects.values() if pod_spec(o)
               for c in pod_spec(o)["containers"]}
@@ -199,7 +203,8 @@ def test_servers_statefulset_agrees_with_the_server(objects: dict, monkeypatch) 
     assert o["host"] == f"{o['name']}.{sts['spec']['serviceName']}"
     assert o["bind"] == "*"
     ports = container_ports(sts)
-    assert ports == {"sync": o["sync-port"], "replication": o["replication-port"]}
+    assert ports == {"sync": o["sync-port"], "replication": o["replication-port"],
+                     "metrics": o["metrics-port"]}
     assert (o["sync-port"], o["replication-port"]) == \
         (config.port("sync"), config.port("replication"))
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == ports
@@ -260,6 +265,113 @@ def test_broker_and_proxy_agree_with_their_daemons(objects: dict, monkeypatch, n
         service_reaches(objects, f"tcp://{name}:{ports[side]}", dep)
     for which in ("livenessProbe", "readinessProbe"):
         assert container(dep)[which]["tcpSocket"]["port"] in ports
+
+
+def served(root: Any, path: str) -> bool:
+    """Does a twisted.web resource tree have a child at ``path``?"""
+    node = root
+    for segment in path.strip("/").split("/"):
+        node = node.children.get(segment.encode())
+        if node is None:
+            return False
+    return True
+
+
+def dashboard_site() -> Any:
+    from bbd.services import dashboard
+    from bbd.watch import BoardWatch
+
+    watch = BoardWatch(lambda: 0.0)
+    return dashboard.site(watch, dashboard.EventStreams(watch), None).resource
+
+
+def test_dashboard_deployment_agrees_with_the_dashboard(objects: dict, monkeypatch) -> None:
+    dep = objects[("Deployment", "painel")]
+    assert dep["spec"]["replicas"] == 1
+    plugin, o = daemon_options(dep, monkeypatch)
+    assert plugin == "bbd-dashboard"
+    # Its page on every interface of the pod, at the port of etc/bbd.toml, behind its Service.
+    assert container_ports(dep) == {"http": o["port"]}
+    assert o["port"] == config.port("dashboard") and o["interface"] == ""
+    service_reaches(objects, f"tcp://painel:{o['port']}", dep)
+    # No demo buttons: nothing here owns the processes the way `bbd up --demo` does.
+    assert o["demo-control"] is None
+    # What it watches: the reference and the proxy's publications, the broker's channels.
+    service_reaches(objects, o["reference"], objects[("StatefulSet", "referencia")])
+    service_reaches(objects, o["subscribe"], objects[("Deployment", "proxy")])
+    service_reaches(objects, o["broker"], objects[("Deployment", "broker")])
+    assert port_of(o["reference"])[1] == config.port("reference")
+    assert port_of(o["subscribe"])[1] == config.port("xpub")
+    assert port_of(o["broker"])[1] == config.port("frontend")
+    # Probes ask a page the dashboard serves, on its port.
+    root = dashboard_site()
+    for which in ("livenessProbe", "readinessProbe"):
+        get = container(dep)[which]["httpGet"]
+        assert get["port"] == "http" and served(root, get["path"]), which
+
+
+@pytest.mark.parametrize("service,kind,name", [
+    ("referencia", "StatefulSet", "referencia"), ("broker", "Deployment", "broker"),
+    ("proxy", "Deployment", "proxy"), ("servidor-1", "StatefulSet", "servidor"),
+    ("painel", "Deployment", "painel")])
+def test_workloads_run_compose_s_commands(objects: dict, service: str, kind: str,
+                                          name: str) -> None:
+    """The same daemons with the same options as Compose, the keys' mount point aside."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    theirs = compose["services"][service]["command"]
+    assert "/claves" in theirs
+    assert container(objects[(kind, name)])["command"] == \
+        [KEYS if a == "/claves" else a for a in theirs]
+
+
+def annotations(workload: dict) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"].get("annotations", {})
+
+
+def test_scrape_annotations_point_at_the_metrics_pages(objects: dict, monkeypatch) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from bbd import metrics
+
+    for workload, port in scrapes(objects):
+        plugin, o = daemon_options(workload, monkeypatch)
+        if plugin == "bbd-server":
+            assert o["metrics-port"] == port == container_ports(workload)["metrics"]
+            root = metrics.site_service(CollectorRegistry(), port, "").args[1].resource
+        else:
+            assert plugin == "bbd-dashboard"
+            assert o["port"] == port == container_ports(workload)["http"]
+            root = dashboard_site()
+        assert served(root, annotations(workload)["prometheus.io/path"])
+
+
+def docs_resources(kind: str) -> list[dict]:
+    """The resources of that kind in docs/kubernetes.md's YAML blocks."""
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    return [doc for block in re.findall(r"```yaml\n(.*?)```", text, re.S)
+            for doc in yaml.safe_load_all(block) if doc and doc.get("kind") == kind]
+
+
+def test_docs_service_monitor_finds_every_metrics_port(objects: dict) -> None:
+    """The documented ServiceMonitor (Prometheus Operator) finds by Service label and port
+    name exactly the pods the annotations name, at the same port and path."""
+    (monitor,) = docs_resources("ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    services = [o for (kind, _), o in objects.items() if kind == "Service"
+                and selects(monitor["spec"]["selector"], o["metadata"]["labels"])]
+    found = set()
+    for endpoint in monitor["spec"]["endpoints"]:
+        for svc in services:
+            for sp in svc["spec"]["ports"]:
+                if sp["name"] != endpoint["port"]:
+                    continue
+                workload = workload_of(objects, f"tcp://{svc['metadata']['name']}:{sp['port']}")
+                ann = annotations(workload)
+                assert endpoint["path"] == ann["prometheus.io/path"]
+                assert container_ports(workload)[sp["targetPort"]] == \
+                    int(ann["prometheus.io/port"])
+                found.add(workload["metadata"]["name"])
+    assert found == {w["metadata"]["name"] for w, _ in scrapes(objects)}
 
 
 def test_only_the_client_ports_are_public(objects: dict) -> None:
@@ -331,12 +443,55 @@ def test_keys_come_from_a_secret_never_from_the_deployment(objects: dict) -> Non
                 assert m["readOnly"] is True and m["mountPath"] == "/app/chaves"
                 mounted.append(obj["metadata"]["name"])
     # Every daemon with an internal port, and with it the keys' option.
-    assert sorted(mounted) == ["broker", "proxy", "referencia", "servidor"]
+    assert sorted(mounted) == ["broker", "painel", "proxy", "referencia", "servidor"]
     for name in mounted:
         workload = next(o for (k, n), o in objects.items() if n == name and "spec" in o
                         and pod_spec(o) is not None)
         cmd = container(workload)["command"]
         assert cmd[cmd.index("--keys") + 1] == "/app/chaves"
+
+
+def docker_ignores(path: str, patterns: list[str]) -> bool:
+    """Does the build context leave ``path`` out? Docker's rules for these patterns: ``**``
+    any number of directories, ``*`` and ``?`` within one, and a directory left out takes
+    everything under it."""
+    def regex(pattern: str) -> str:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            else:
+                out += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+                i += 1
+        return out
+
+    parts = path.split("/")
+    return any(re.fullmatch(regex(p.strip("/")), "/".join(parts[:n]))
+               for p in patterns for n in range(1, len(parts) + 1))
+
+
+def test_keys_made_as_documented_never_reach_an_image(tmp_path: Path) -> None:
+    from bbd import auth
+
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    made = re.search(r"^bbd keys (\S+?)/?$", docs, re.M)
+    assert made is not None and f"--from-file={made[1]}/" in docs
+    auth.create(tmp_path / made[1])
+    keys = [f"{made[1]}/{f.name}" for f in (tmp_path / made[1]).iterdir()]
+    assert len(keys) == 2  # the public and the secret key
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    assert not [p for p in patterns if p.startswith("!")]  # no exception re-includes them
+    # Made where the docs say (the checkout's root, the context of `docker build .`), or
+    # anywhere else in it, the keys stay out of the build context.
+    for key in keys + [f"deploy/kubernetes/{k}" for k in keys] + ["run/x/board.key_secret",
+                                                                   "a/b/board.key"]:
+        assert docker_ignores(key, patterns), key
+    for source in ("bbd/auth.py", "deploy/kubernetes/servidor.yaml", "etc/bbd.toml",
+                   "bbd/web/index.html", "twisted/plugins/bbd_plugins.py"):
+        assert not docker_ignores(source, patterns), source
 
 
 def test_docs_give_the_commands(objects: dict) -> None:
@@ -346,62 +501,200 @@ def test_docs_give_the_commands(objects: dict) -> None:
     run = next(line for line in docs.splitlines() if "kubectl run" in line)
     assert "-it" in run and "BROKER=tcp://broker:5555" in run and \
         "PROXY=tcp://proxy:5558" in run
+    # The README's deployment section gives the same client and dashboard lines.
+    readme = (ROOT / "README.md").read_text().splitlines()
+    assert run in readme
+    assert next(line for line in docs.splitlines() if "kubectl port-forward" in line) \
+        .split("#")[0].strip() in readme
+    # The dashboard through a port-forward to its Service's port...
+    forward = re.search(r"kubectl port-forward svc/([\w-]+) (\d+):(\d+)", docs)
+    assert forward is not None
+    svc = objects[("Service", forward[1])]
+    assert int(forward[3]) in [p["port"] for p in svc["spec"]["ports"]]
+    service_reaches(objects, f"tcp://{forward[1]}:{forward[3]}",
+                    objects[("Deployment", "painel")])
+    # ... and the namespace label the scrapers' NetworkPolicy entries ask for.
+    label = re.search(r"kubectl label namespace monitoring ([\w./-]+)=(\w+)", docs)
+    assert label is not None
+    asked = {(k, v) for (kind, _), o in objects.items() if kind == "NetworkPolicy"
+             for rule in o["spec"]["ingress"] for f in rule.get("from", [])
+             for k, v in f.get("namespaceSelector", {}).get("matchLabels", {}).items()}
+    assert asked == {(label[1], label[2])}
 
 
 # -- NetworkPolicy: every connection the daemons make is let through, nothing else ---------
+
+SCRAPE = "bulletinboard.io/scrape"  # the label of a namespace whose pods may scrape metrics
+HERE = {"kubernetes.io/metadata.name": "board"}  # the board's namespace
+MONITORING = {"kubernetes.io/metadata.name": "monitoring", SCRAPE: "true"}
+ELSEWHERE = {"kubernetes.io/metadata.name": "other"}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Where a connection comes from: a pod (its labels, its namespace's labels, the
+    board's workload it belongs to) or, with ``namespace`` None, outside the cluster."""
+
+    what: str
+    labels: dict[str, str]
+    namespace: dict[str, str] | None
+    workload: str | None = None
+
 
 def pod_labels(workload: dict) -> dict[str, str]:
     return workload["spec"]["template"]["metadata"]["labels"]
 
 
-def admits(objects: dict, target: dict, port: int, source: dict | None) -> bool:
-    """Would the NetworkPolicies let ``source``'s pods (None: anyone outside the board)
-    reach ``port`` on ``target``'s pods? (Kubernetes' rules for the subset used here.)"""
-    labels, named = pod_labels(target), container_ports(target)
+def as_peer(workload: dict) -> Peer:
+    name = workload["metadata"]["name"]
+    return Peer(name, pod_labels(workload), HERE, name)
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels is modelled here"
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def peer_matches(rule_peer: dict, source: Peer) -> bool:
+    """Kubernetes' rules for one ``from`` entry: a podSelector alone selects pods of the
+    policy's namespace, a namespaceSelector alone every pod of the namespaces it selects,
+    both together the selected pods of the selected namespaces. No ipBlock is used."""
+    assert set(rule_peer) <= {"podSelector", "namespaceSelector"}, rule_peer
+    if source.namespace is None:
+        return False  # only an ipBlock admits what is not a pod
+    if "namespaceSelector" in rule_peer:
+        in_namespace = selects(rule_peer["namespaceSelector"], source.namespace)
+    else:
+        in_namespace = source.namespace == HERE
+    return in_namespace and selects(rule_peer.get("podSelector", {}), source.labels)
+
+
+def admits(objects: dict, target: dict, port: int, source: Peer) -> bool:
+    """Would the NetworkPolicies let ``source`` reach ``port`` on ``target``'s pods?"""
+    named = container_ports(target)
     policies = [o for (kind, _), o in objects.items() if kind == "NetworkPolicy" and
-                o["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+                selects(o["spec"]["podSelector"], pod_labels(target))]
     if not policies:
         return True
     for policy in policies:
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
         for rule in policy["spec"].get("ingress", []):
             ports = [named.get(p["port"], p["port"]) for p in rule.get("ports", [])]
             if ports and port not in ports:
                 continue
             froms = rule.get("from")
-            if froms is None or (source is not None and any(
-                    f["podSelector"]["matchLabels"].items() <= pod_labels(source).items()
-                    for f in froms)):
+            if not froms or any(peer_matches(f, source) for f in froms):
                 return True
     return False
 
 
 def flows(objects: dict, monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict, dict, int]]:
     """Every (source, target, port) the deployment's daemons connect to, from their
-    parsed options: a server to the broker, proxy, reference and its peers, a bot to the
+    parsed options: a server to the broker, proxy, reference and its peers, the dashboard
+    to the reference, each server's sync port, the broker and the proxy, a bot to the
     broker and proxy."""
     server = objects[("StatefulSet", "servidor")]
     _, o = daemon_options(server, monkeypatch)
     out = [(server, workload_of(objects, o[k]), port_of(o[k])[1])
            for k in ("broker", "publish", "subscribe", "reference")]
     out += [(server, server, o["sync-port"]), (server, server, o["replication-port"])]
+    painel = objects[("Deployment", "painel")]
+    _, d = daemon_options(painel, monkeypatch)
+    out += [(painel, workload_of(objects, d[k]), port_of(d[k])[1])
+            for k in ("reference", "subscribe", "broker")]
+    # Each server's sync endpoint comes from the reference's list: the one the server
+    # registers, at its pod's DNS name (POD.SERVICE) under the headless Service.
+    pod, headless = o["host"].split(".", 1)
+    assert pod == o["name"]
+    out += [(painel, workload_of(objects, f"tcp://{headless}:{o['sync-port']}"),
+             o["sync-port"])]
     bots = objects[("Deployment", "cliente-automatico")]
     out += [(bots, workload_of(objects, v), port_of(v)[1]) for v in env_of(bots).values()]
     return out
 
 
+def scrapes(objects: dict) -> list[tuple[dict, int]]:
+    """(workload, port) of every pod a Prometheus finds by the scrape annotations."""
+    return [(o, int(a["prometheus.io/port"])) for (kind, _), o in objects.items()
+            if kind in ("Deployment", "StatefulSet") and
+            (a := o["spec"]["template"]["metadata"].get("annotations", {}))
+            .get("prometheus.io/scrape") == "true"]
+
+
+def blocked(objects: dict, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, int]]:
+    """The connections the board needs that the policies would refuse: its daemons' own,
+    and Prometheus scraping from this namespace and from a labelled monitoring one."""
+    out = [(a["metadata"]["name"], b["metadata"]["name"], port)
+           for a, b, port in flows(objects, monkeypatch)
+           if not admits(objects, b, port, as_peer(a))]
+    for scraper in (Peer("prometheus here", {"app": "prometheus"}, HERE),
+                    Peer("prometheus", {"app": "prometheus"}, MONITORING)):
+        out += [(scraper.what, w["metadata"]["name"], port) for w, port in scrapes(objects)
+                if not admits(objects, w, port, scraper)]
+    return out
+
+
 def test_network_policy_lets_every_connection_through(objects: dict, monkeypatch) -> None:
-    for source, target, port in flows(objects, monkeypatch):
-        assert admits(objects, target, port, source), \
-            (source["metadata"]["name"], target["metadata"]["name"], port)
+    assert len(flows(objects, monkeypatch)) == 12
+    assert {w["metadata"]["name"] for w, _ in scrapes(objects)} == {"servidor", "painel"}
+    assert blocked(objects, monkeypatch) == []
 
 
-def test_network_policy_keeps_internal_ports_internal(objects: dict, monkeypatch) -> None:
-    public = {config.port("frontend"), config.port("xpub")}
-    bots = objects[("Deployment", "cliente-automatico")]
-    daemons = [o for (kind, _), o in objects.items() if kind in ("Deployment", "StatefulSet")
-               and o is not bots]
-    for target in daemons:
-        for port in container_ports(target).values():
-            for source in (None, bots):  # anyone outside, or any other pod
-                assert admits(objects, target, port, source) is (port in public), \
-                    (target["metadata"]["name"], port)
+@pytest.mark.parametrize("policy,drop,refused", [
+    ("referencia", "painel", ("painel", "referencia", 5559)),
+    ("servidor", "painel", ("painel", "servidor", 5561)),
+    ("servidor", SCRAPE, ("prometheus", "servidor", 9100)),
+    ("painel", SCRAPE, ("prometheus", "painel", 8080)),
+    ("painel", "{}", ("prometheus here", "painel", 8080)),
+])
+def test_network_policy_check_fails_without_a_rule(objects: dict, monkeypatch, policy: str,
+                                                   drop: str, refused: tuple) -> None:
+    """Without the dashboard's or the scrapers' entry, the check above would fail."""
+    import copy
+
+    objects = copy.deepcopy(objects)
+    for rule in objects[("NetworkPolicy", policy)]["spec"]["ingress"]:
+        rule["from"] = [f for f in rule["from"] if drop not in str(f)] or \
+            [{"podSelector": {"matchLabels": {"nobody": "x"}}}]
+    assert refused in blocked(objects, monkeypatch)
+
+
+# Who may reach each port of the board: everyone, the scrapers (any pod of the board's
+# namespace or of a namespace labelled SCRAPE), or only the named workloads' pods.
+ALLOWED: dict[tuple[str, str], str | set[str]] = {
+    ("broker", "frontend"): "everyone", ("proxy", "xpub"): "everyone",
+    ("broker", "backend"): {"servidor"}, ("proxy", "xsub"): {"servidor"},
+    ("servidor", "replication"): {"servidor"},
+    ("referencia", "reference"): {"servidor", "painel"},
+    ("servidor", "sync"): {"servidor", "painel"},
+    ("servidor", "metrics"): "scrapers", ("painel", "http"): "scrapers",
+}
+
+
+def expected(source: Peer, allowed: str | set[str]) -> bool:
+    if allowed == "everyone":
+        return True
+    if allowed == "scrapers":
+        return source.namespace in (HERE, MONITORING)
+    return source.namespace == HERE and source.workload in allowed
+
+
+def test_network_policy_admits_nothing_else(objects: dict) -> None:
+    workloads = [o for (kind, _), o in objects.items() if kind in ("Deployment", "StatefulSet")]
+    ports = {(w["metadata"]["name"], name): (w, port) for w in workloads
+             for name, port in container_ports(w).items()}
+    assert set(ports) == set(ALLOWED)  # a new port needs a decision here
+    server, painel = pod_labels(objects[("StatefulSet", "servidor")]), \
+        pod_labels(objects[("Deployment", "painel")])
+    sources = [as_peer(w) for w in workloads] + [
+        Peer("a pod run in the namespace", {"run": "cliente"}, HERE),
+        Peer("prometheus", {"app": "prometheus"}, MONITORING),
+        Peer("a pod labelled as a server elsewhere", server, ELSEWHERE),
+        Peer("a pod labelled as the dashboard elsewhere", painel, ELSEWHERE),
+        Peer("an unlabelled namespace's pod", {"app": "prometheus"}, ELSEWHERE),
+        Peer("outside the cluster", {}, None),
+    ]
+    for (name, port_name), (target, port) in ports.items():
+        for source in sources:
+            assert admits(objects, target, port, source) is \
+                expected(source, ALLOWED[(name, port_name)]), (source.what, name, port_name)
