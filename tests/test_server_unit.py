@@ -10,10 +10,14 @@ import msgpack
 import pytest
 from twisted.internet import defer, task
 
-from bbd import protocol
+from bbd import config, protocol
 from bbd.services.replication import MAX_QUEUED, _chunks
 from bbd.services.server import BoardServer, ServerConfig
 from bbd.state import Op
+
+TIMING = config.settings().timing.replace(
+    heartbeat_interval=0.5, request_timeout=2.0, peer_timeout=1.0, anti_entropy_interval=2.0,
+    snapshot_interval=1.0, reload_interval=2.0)
 
 
 class FakeFrontend:
@@ -31,9 +35,7 @@ def make_server(tmp_path: Path, **kw: Any) -> tuple[BoardServer, task.Clock, Fak
     cfg = ServerConfig(
         name="servidor-1", data_dir=tmp_path, broker="", publish="", subscribe="",
         reference="", bind="127.0.0.1", host="127.0.0.1", sync_port=1, replication_port=2,
-        max_bytes=1024 * 1024, heartbeat_interval=0.5, request_timeout=2.0,
-        peer_timeout=1.0, anti_entropy_interval=2.0, snapshot_interval=1.0,
-        reload_interval=2.0)
+        max_bytes=1024 * 1024, timing=TIMING)
     clock = task.Clock()
     server = BoardServer(cfg, clock=clock, **kw)
     server.frontend = FakeFrontend()

@@ -61,6 +61,7 @@ from twisted.python.failure import Failure
 
 from bbd import protocol
 from bbd.berkeley import Reading, RoundResult, compute_round
+from bbd.config import Timing
 from bbd.election import Action, Announce, Bully, CoordinatorChanged, SendElection
 from bbd.protocol import ProtocolError, Request
 from bbd.services.responder import call
@@ -85,26 +86,11 @@ def _number(value: Any) -> float | None:
 
 
 class Coordinator(service.Service):
-    def __init__(
-        self,
-        server: Any,
-        *,
-        announce_interval: float = 1.0,
-        coordinator_timeout: float | None = 3.0,
-        check_interval: float = 0.5,
-        min_round_gap: float = 0.5,
-        max_rtt: float = 0.2,
-        outlier_threshold: float = 1.0,
-        clock: Any = None,
-    ) -> None:
+    def __init__(self, server: Any, timing: Timing, *, clock: Any = None) -> None:
         self.server = server
         self.clock = clock if clock is not None else server.clock
-        self.announce_interval = announce_interval
-        self.coordinator_timeout = coordinator_timeout
-        self.check_interval = check_interval
-        self.min_round_gap = min_round_gap
-        self.max_rtt = max_rtt
-        self.outlier_threshold = outlier_threshold
+        self.timing = timing
+        self.check_interval = timing.coordinator_check_interval
         self.bully: Bully | None = None
         self.last_sync: float | None = None  # our physical clock when we last took an adjustment
         self.last_adjustment: float | None = None
@@ -174,7 +160,7 @@ class Coordinator(service.Service):
         self._watch_links()  # peers' clients may be new
 
     def message_handled(self, count: int) -> None:
-        every = self.server.cfg.berkeley_every
+        every = self.timing.berkeley_every_messages
         if every <= 0 or count % every:
             return
         bully = self.bully
@@ -185,7 +171,7 @@ class Coordinator(service.Service):
             return
         target = bully.coordinator
         d = self._ask(target, "berkeley", {"name": self.name, "handled": count},
-                      self.server.cfg.peer_timeout)
+                      self.timing.peer_timeout)
         d.addErrback(self._coordinator_silent, target, "berkeley")
 
     # -- election ----------------------------------------------------------------------
@@ -208,13 +194,13 @@ class Coordinator(service.Service):
             return
         if self.bully is not None and self.bully.rank == rank:
             return
-        cfg = self.server.cfg
+        t = self.timing
         self.bully = Bully(
             self.name, rank, self.clock, self._ranks(),
-            answer_timeout=cfg.election_answer_timeout,
-            announce_timeout=cfg.election_announce_timeout,
-            announce_interval=self.announce_interval,
-            coordinator_timeout=self.coordinator_timeout)
+            answer_timeout=t.election_answer_timeout,
+            announce_timeout=t.election_announce_timeout,
+            announce_interval=t.announce_interval,
+            coordinator_timeout=t.coordinator_timeout)
         log.info("election: {name} (rank {rank}) starting, {n} peers known", name=self.name,
                  rank=rank, n=len(self.bully.peers))
         self._run(self.bully.start())
@@ -323,7 +309,7 @@ class Coordinator(service.Service):
             self._run(bully.election_request_failed(to))
 
         d = self._ask(to, "election", {"name": self.name, "rank": bully.rank},
-                      self.server.cfg.election_answer_timeout)
+                      self.timing.election_answer_timeout)
         d.addCallbacks(answered, failed)
 
     def _announce(self, action: Announce) -> None:
@@ -387,7 +373,7 @@ class Coordinator(service.Service):
                      coordinator=name, rank=peer.rank)
             self._run(bully.announcement_received(name, peer.rank))
 
-        d = self._ask(name, "status", {}, self.server.cfg.peer_timeout)
+        d = self._ask(name, "status", {}, self.timing.peer_timeout)
         d.addCallbacks(confirmed, lambda f: log.info(
             "election: announcement of {coordinator} not confirmed ({why})",
             coordinator=name, why=f.getErrorMessage()))
@@ -420,7 +406,7 @@ class Coordinator(service.Service):
             # Announced before our next list refresh reached it: nothing to probe yet, and
             # a coordinator that never shows up is caught by the lease.
             return None
-        d = self._ask(target, "clock", {}, self.server.cfg.peer_timeout)
+        d = self._ask(target, "clock", {}, self.timing.peer_timeout)
         return d.addErrback(self._coordinator_silent, target, "clock")
 
     def _coordinator_silent(self, failure: Failure, target: str, what: str) -> None:
@@ -456,7 +442,7 @@ class Coordinator(service.Service):
         if self._round_running:
             self._round_again = self._round_again or why
             return None
-        wait = self._last_round + self.min_round_gap - self.clock.seconds()
+        wait = self._last_round + self.timing.berkeley_min_gap - self.clock.seconds()
         if wait > 0:
             if self._round_later is None:
                 self._round_later = self.clock.callLater(wait, self._deferred_round, why)
@@ -490,8 +476,8 @@ class Coordinator(service.Service):
         if bully is None or not bully.is_coordinator:
             log.info("Berkeley round ({why}) abandoned: no longer coordinator", why=why)
             return None
-        result = compute_round(self.name, readings, max_rtt=self.max_rtt,
-                               outlier_threshold=self.outlier_threshold)
+        result = compute_round(self.name, readings, max_rtt=self.timing.berkeley_max_rtt,
+                               outlier_threshold=self.timing.berkeley_outlier_threshold)
         self.rounds += 1
         self._log_round(why, result, readings)
         sends = []
@@ -502,7 +488,7 @@ class Coordinator(service.Service):
                 self._sent[name] = (self.rounds, delta)  # what ``adjusted`` confirms
                 d = self._ask(name, "adjust",
                               {"name": self.name, "delta": delta, "round": self.rounds},
-                              self.server.cfg.peer_timeout)
+                              self.timing.peer_timeout)
                 d.addErrback(self._adjust_failed, name)
                 sends.append(d)
         yield defer.DeferredList(sends)
@@ -512,7 +498,7 @@ class Coordinator(service.Service):
     def _read_clock(self, name: str) -> Any:
         now = self.server.physical.now
         t_send = now()
-        data = yield self._ask(name, "clock", {}, self.server.cfg.peer_timeout)
+        data = yield self._ask(name, "clock", {}, self.timing.peer_timeout)
         t_recv = now()
         server_time = _number(data.get("time"))
         if server_time is None:
@@ -559,7 +545,7 @@ class Coordinator(service.Service):
             raise ProtocolError(f"not following {sender}: coordinator is {following}", "adjust")
         try:
             sent = yield self._ask(following, "adjusted", {"name": self.name},
-                                   self.server.cfg.peer_timeout)
+                                   self.timing.peer_timeout)
         except Exception as e:
             raise ProtocolError(f"{following} did not confirm the adjustment ({e})",
                                 "adjust") from None

@@ -11,7 +11,7 @@ from twisted.application import service
 from twisted.internet import reactor
 from twisted.logger import Logger
 
-from bbd import auth, config, protocol
+from bbd import auth, protocol
 from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_any
 from bbd.protocol import ProtocolError, Request
@@ -135,7 +135,7 @@ class Options(SecureDaemonOptions):
     def postOptions(self) -> None:
         super().postOptions()
         if self["expiry"] is None:
-            self["expiry"] = config.timing("heartbeat_expiry")
+            self["expiry"] = self["timing"].heartbeat_expiry
 
 
 def makeService(options: Options) -> service.MultiService:

@@ -353,12 +353,12 @@ class Replication:
 
     def _serve_queued(self) -> None:
         queued, self.queued = self.queued, []
-        oldest = self.clock.seconds() - self.cfg.request_timeout
+        oldest = self.clock.seconds() - self.cfg.timing.request_timeout
         fresh = [(envelope, body) for at, envelope, body in queued if at >= oldest]
         if len(fresh) < len(queued):
             log.info("dropped {n} client requests queued during catch-up for longer than "
                      "{t} s: their clients have retried by now", n=len(queued) - len(fresh),
-                     t=self.cfg.request_timeout)
+                     t=self.cfg.timing.request_timeout)
         for envelope, body in fresh:
             self._on_client(envelope, body)
 

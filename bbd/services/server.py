@@ -27,8 +27,9 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
-from bbd import auth, config, protocol
+from bbd import auth, protocol
 from bbd.commit import GroupCommit
+from bbd.config import Timing
 from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
@@ -54,22 +55,11 @@ class ServerConfig:
     sync_port: int
     replication_port: int
     max_bytes: int
-    heartbeat_interval: float
-    request_timeout: float
-    peer_timeout: float
-    anti_entropy_interval: float
-    snapshot_interval: float
-    reload_interval: float
-    clock_skew: float = 0.0
+    timing: Timing  # every interval and timeout (etc/bbd.toml, with --timing overrides)
+    clock_skew: float = 0.0  # demo knobs: a physical clock started wrong, or drifting
     clock_drift: float = 0.0
-    berkeley_interval: float = 10.0
-    berkeley_every: int = 10
-    election_answer_timeout: float = 0.5
-    election_announce_timeout: float = 1.5
-    reference_patience: float = 5.0  # seconds at start before a silent reference is logged
     routing: str = "readiness"  # the broker's: readiness (worker link) or round-robin
     credit: int = 32  # requests the broker may have in flight here
-    broker_heartbeat: float = 0.25
     keys: auth.Keys | None = None  # None: authentication off (--no-auth)
 
     def endpoint(self, port: int) -> str:
@@ -231,7 +221,7 @@ class BoardServer(Replication, service.Service):
         while self.running and self.rank is None:
             yield self.heartbeat()
             if self.rank is None:
-                yield _sleep(self.clock, self.cfg.heartbeat_interval)
+                yield _sleep(self.clock, self.cfg.timing.heartbeat_interval)
         if not self.running:
             return
         yield self.catch_up("start")
@@ -245,8 +235,9 @@ class BoardServer(Replication, service.Service):
         else:
             self.frontend = sockets.BrokerWorker(
                 self.factory, self.cfg.broker, self._on_client, name=self.cfg.name,
-                credit=self.cfg.credit, clock=self.clock, heartbeat=self.cfg.broker_heartbeat,
-                ready=self.ready, max_bytes=self.cfg.max_bytes, security=security)
+                credit=self.cfg.credit, clock=self.clock,
+                heartbeat=self.cfg.timing.broker_heartbeat, ready=self.ready,
+                max_bytes=self.cfg.max_bytes, security=security)
         log.info("{name} (rank {rank}) serving clients via {broker}", name=self.cfg.name,
                  rank=self.rank, broker=self.cfg.broker)
         if self.coordination is not None:
@@ -264,7 +255,7 @@ class BoardServer(Replication, service.Service):
         # Writes in flight finish replicating before the links to the peers close: one
         # decided without them would be granted here alone (found by the nemesis: a
         # channel name granted twice across a SIGTERM, no partition involved).
-        deadline = self.clock.seconds() + 2 * self.cfg.peer_timeout
+        deadline = self.clock.seconds() + 2 * self.cfg.timing.peer_timeout
         while self.settling and self.clock.seconds() < deadline:
             yield _sleep(self.clock, 0.01)
         for peer in self.peers.values():
@@ -291,7 +282,8 @@ class BoardServer(Replication, service.Service):
         # A link still coming up (a peer just listed or restarted) gets the timeout to
         # connect: failing at once would leave that peer out of the write.
         return call(client, service_, data, lamport=self.lamport, now=self.physical.now,
-                    timeout=self.cfg.peer_timeout, connect_wait=self.cfg.peer_timeout)
+                    timeout=self.cfg.timing.peer_timeout,
+                    connect_wait=self.cfg.timing.peer_timeout)
 
     @defer.inlineCallbacks
     def periodic_heartbeat(self) -> Any:
@@ -342,7 +334,7 @@ class BoardServer(Replication, service.Service):
                 log.warn("reference {ref} unreachable ({why}); keeping the last peer list",
                          ref=self.cfg.reference, why=str(e))
                 self._reference_warned = True
-            elif self.clock.seconds() - self._started_at > self.cfg.reference_patience:
+            elif self.clock.seconds() - self._started_at > self.cfg.timing.reference_patience:
                 # At start the reference is often still starting too: only a long wait is
                 # worth a line.
                 log.warn("still waiting for the reference {ref} after {s:.0f} s ({why})",
@@ -623,8 +615,10 @@ class Options(SecureDaemonOptions):
         ["bind", None, "127.0.0.1", "interface for the sync and replication ports ('*': all)"],
         ["host", None, None, "address peers reach this server at (default: $BBD_HOST, else "
          "--bind, or the host name when binding all)"],
-        ["sync-port", None, config.port("sync"), "clock/election/Berkeley/status port", int],
-        ["replication-port", None, config.port("replication"), "replication port", int],
+        ["sync-port", None, None, "clock/election/Berkeley/status port (default: [ports] "
+         "sync)", int],
+        ["replication-port", None, None, "replication port (default: [ports] replication)",
+         int],
         ["clock-skew", None, 0.0, "start with the physical clock this many seconds off", float],
         ["clock-drift", None, 0.0, "physical clock drift, seconds per second", float],
         ["metrics-port", None, 0, "Prometheus /metrics on this port, on --bind (0: off)", int],
@@ -632,6 +626,8 @@ class Options(SecureDaemonOptions):
          "and credit) or round-robin (plain ROUTER behind today's relay)"],
         ["credit", None, 32, "requests the broker may have in flight at this server", int],
     ]
+
+    config_ports = {"sync-port": "sync", "replication-port": "replication"}
 
     def postOptions(self) -> None:
         super().postOptions()
@@ -656,23 +652,15 @@ def _interface(bind: str) -> str:
 def makeService(options: Options) -> service.MultiService:
     from bbd.services.timers import every
 
-    t = config.timing
+    t: Timing = options["timing"]
     cfg = ServerConfig(
         name=options["name"], data_dir=Path(options["data"]), broker=options["broker"],
         publish=options["publish"], subscribe=options["subscribe"],
         reference=options["reference"], bind=options["bind"], host=options["host"],
         sync_port=options["sync-port"], replication_port=options["replication-port"],
-        max_bytes=options["max-bytes"], heartbeat_interval=t("heartbeat_interval"),
-        request_timeout=t("request_timeout"),
-        peer_timeout=t("peer_timeout"), anti_entropy_interval=t("anti_entropy_interval"),
-        snapshot_interval=t("snapshot_interval"), reload_interval=t("reload_interval"),
+        max_bytes=options["max-bytes"], timing=t,
         clock_skew=options["clock-skew"], clock_drift=options["clock-drift"],
-        berkeley_interval=t("berkeley_interval"),
-        berkeley_every=int(t("berkeley_every_messages")),
-        election_answer_timeout=t("election_answer_timeout"),
-        election_announce_timeout=t("election_announce_timeout"),
-        routing=options["routing"], credit=options["credit"],
-        broker_heartbeat=t("broker_heartbeat"), keys=options["auth"],
+        routing=options["routing"], credit=options["credit"], keys=options["auth"],
     )
     top = service.MultiService()
     server = BoardServer(cfg)
@@ -681,12 +669,7 @@ def makeService(options: Options) -> service.MultiService:
 
     # After the server in the MultiService: it starts once the server's socket factory
     # exists, and stops (closing its subscriber) before the server shuts the factory down.
-    coordination = server.coordination = Coordinator(
-        server, announce_interval=t("announce_interval"),
-        coordinator_timeout=t("coordinator_timeout"),
-        check_interval=t("coordinator_check_interval"),
-        min_round_gap=t("berkeley_min_gap"), max_rtt=t("berkeley_max_rtt"),
-        outlier_threshold=t("berkeley_outlier_threshold"))
+    coordination = server.coordination = Coordinator(server, t)
     coordination.setServiceParent(top)
     if options["metrics-port"]:
         from bbd import metrics
@@ -695,13 +678,13 @@ def makeService(options: Options) -> service.MultiService:
             .setServiceParent(top)
     # Timers start after the server (MultiService order) and stop before it.
     for interval, fn, what in [
-        (cfg.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),
-        (cfg.snapshot_interval, server.snapshot, "JSON snapshot"),
-        (cfg.reload_interval, server.reload, "JSON reload"),
-        (cfg.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
-        (0.2, server.watch_for_pause, "pause watch"),
-        (coordination.check_interval, coordination.check_coordinator, "coordinator check"),
-        (cfg.berkeley_interval, coordination.berkeley_tick, "Berkeley round"),
+        (t.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),
+        (t.snapshot_interval, server.snapshot, "JSON snapshot"),
+        (t.reload_interval, server.reload, "JSON reload"),
+        (t.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
+        (t.pause_check_interval, server.watch_for_pause, "pause watch"),
+        (t.coordinator_check_interval, coordination.check_coordinator, "coordinator check"),
+        (t.berkeley_interval, coordination.berkeley_tick, "Berkeley round"),
     ]:
         every(interval, fn, what).setServiceParent(top)
     return top
