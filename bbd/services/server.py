@@ -27,7 +27,7 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
-from bbd import auth, protocol
+from bbd import auth, opkinds, protocol
 from bbd.commit import GroupCommit
 from bbd.config import Timing
 from bbd.lamport import LamportClock
@@ -495,18 +495,7 @@ class BoardServer(Replication, service.Service):
             self.storage_error = None
 
     def _announce(self, op: Op) -> None:
-        f = op.fields
-        if op.kind == "publish":
-            topic = f["channel"]
-            payload = {"service": "publish", "user": f["user"], "channel": f["channel"],
-                       "message": f["message"]}
-        else:
-            # "from"/"to" for the dialect some clients of the standard read.
-            topic = f["dst"]
-            payload = {"service": "message", "src": f["src"], "dst": f["dst"],
-                       "user": f["src"], "from": f["src"], "to": f["dst"],
-                       "message": f["message"]}
-        payload.update(timestamp=op.timestamp, clock=op.clock, id=op.id)
+        topic, payload = opkinds.publication(op, op.kind)
         if not self.publisher.publish(topic, protocol.encode(payload)):
             log.warn("publication of {op} dropped: proxy queue full", op=op.id)
 
