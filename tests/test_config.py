@@ -100,7 +100,7 @@ def test_a_value_changed_in_a_config_file_reaches_the_server_cores(
     # The election machine the coordination builds takes the file's timeout.
     coordination.running = True
     board_server.rank = 1
-    board_server.ready = True  # caught up: the election may start
+    board_server.catchup.finished()  # caught up: the election may start
     monkeypatch.setattr(coordination, "_run", lambda actions: None)
     coordination._activate()
     assert coordination.bully.answer_timeout == 0.9

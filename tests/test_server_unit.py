@@ -50,7 +50,7 @@ def test_requests_queued_during_catch_up_are_bounded_and_stale_ones_dropped(
         tmp_path: Path) -> None:
     server, clock, front = make_server(tmp_path)
     server._resumed_from_pause = lambda: False
-    server.ready = False
+    server.catchup.begin()  # catching up: requests wait
     for i in range(3):
         server._on_client([b"old%d" % i], request("users"))
     clock.advance(3.0)  # longer than the request timeout: those clients have retried
@@ -63,7 +63,7 @@ def test_requests_queued_during_catch_up_are_bounded_and_stale_ones_dropped(
     assert front.replies[0][1]["data"]["status"] == "erro"
     assert "catching up" in front.replies[0][1]["data"]["description"]
 
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._serve_queued()
     served = [env[0] for env, _ in front.replies[1:]]
     assert b"old0" not in served and served[0] == b"fresh"
@@ -89,7 +89,7 @@ def test_replication_pages_are_sized_in_encoded_bytes() -> None:
 def test_client_replies_carry_their_fields_flat_too(tmp_path: Path, service: str,
                                                     field: str) -> None:
     server, _, front = make_server(tmp_path)
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
     server._on_client([b"c"], request(service))
     reply = front.replies[0][1]
@@ -116,7 +116,7 @@ def _failure(e: Exception) -> Any:
 def test_a_journal_that_cannot_be_written_refuses_the_write_and_applies_nothing(
         tmp_path: Path, errno: int) -> None:
     server, _, front = make_server(tmp_path)
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
 
     def broken(records: list) -> defer.Deferred:
@@ -141,7 +141,7 @@ def test_a_journal_that_cannot_be_written_refuses_the_write_and_applies_nothing(
 
 def test_private_messages_take_from_and_to(tmp_path: Path) -> None:
     server, _, front = make_server(tmp_path)
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
     server.committer.submit = lambda records: defer.succeed(None)
     server._replicate = lambda op: defer.succeed(None)
@@ -263,7 +263,7 @@ def test_a_competitor_in_an_ack_decides_the_outcome_even_on_a_slow_disk(
     from bbd.services.replication import Peer
 
     server, clock, front = make_server(tmp_path)
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
     disk: list[defer.Deferred] = []  # journal batches, made durable when the test says
 
@@ -295,7 +295,7 @@ def test_a_stopping_server_lets_writes_in_flight_finish_replicating(tmp_path: Pa
     from bbd.services.replication import Peer
 
     server, clock, front = make_server(tmp_path)
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
     server.committer.submit = lambda records: defer.succeed(None)
     closed: list[str] = []

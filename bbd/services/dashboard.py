@@ -17,7 +17,6 @@ server or a new coordinator does not wait for the next tick).
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,7 +184,7 @@ class Watcher(service.Service):
         if self.clock.seconds() - self.born.get(key, float("-inf")) < CONNECT_GRACE:
             return False
         self.busy.add(key)
-        d = call(client, service_, {}, lamport=self.lamport, now=time.time,
+        d = call(client, service_, {}, lamport=self.lamport, now=self.clock.seconds,
                  timeout=self.cfg.status_timeout)
 
         def answered(data: dict[str, Any]) -> None:

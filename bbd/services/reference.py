@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ class ReferenceService(service.Service):
         self.max_bytes = max_bytes
         self.clock = clock
         self.lamport = LamportClock()
-        self.responder = Responder(self.lamport, time.time, log)
+        self.responder = Responder(self.lamport, clock.seconds, log)
         path = data_dir / REGISTRY_FILE
         entries = json.loads(path.read_text()) if path.exists() else []
         self.registry = Registry(expiry, entries)

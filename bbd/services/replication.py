@@ -331,25 +331,20 @@ class Replication:
 
     @defer.inlineCallbacks
     def catch_up(self, why: str) -> Any:
-        """Pull from every listed peer before (again) serving clients."""
-        self.ready = False
-        self.catching_up = True
-        self._cut_off = False
+        """Pull from every listed peer before (again) serving clients (the catch-up
+        machine, bbd/catchup.py, says when)."""
+        self._carry_out(self.catchup.begin())
         began = self.clock.seconds()
         total = 0
-        try:
-            yield self.heartbeat()
-            for peer in list(self.peers.values()):
-                try:
-                    total += yield self.pull_from(peer)
-                except Exception as e:
-                    self._peer_down(peer, str(e))
-        finally:
-            self.catching_up = False
+        yield self.heartbeat()
+        for peer in list(self.peers.values()):
+            try:
+                total += yield self.pull_from(peer)
+            except Exception as e:
+                self._peer_down(peer, str(e))
         log.info("caught up after {why}: {n} operations from {peers} peers in {s:.3f} s",
                  why=why, n=total, peers=len(self.peers), s=self.clock.seconds() - began)
-        self.ready = True
-        self._serve_queued()
+        self._carry_out(self.catchup.finished())
 
     def _serve_queued(self) -> None:
         queued, self.queued = self.queued, []
@@ -389,23 +384,6 @@ class Replication:
             if n:
                 log.info("anti-entropy: {n} missing operations from {peer}", n=n,
                          peer=peer.name)
-
-    def _resumed_from_pause(self) -> bool:
-        """A long gap since the last tick means we were stopped (SIGSTOP) or starved: the
-        others went on without us. Checked on every client request too, because after a
-        pause the reactor handles the queued requests before any timer."""
-        now = self.clock.seconds()
-        gap, self._last_tick = now - self._last_tick, now
-        if gap > max(1.0, 4 * self.cfg.heartbeat_interval):
-            log.warn("{name} was paused for {gap:.1f} s: catching up before serving",
-                     name=self.cfg.name, gap=gap)
-            return True
-        return False
-
-    def watch_for_pause(self) -> defer.Deferred | None:
-        if self.ready and self._resumed_from_pause():
-            return self.catch_up("a pause")
-        return None
 
 
 def _chunks(ops: list[Op], budget: int) -> Iterator[list[Op]]:

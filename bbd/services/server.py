@@ -28,6 +28,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from bbd import auth, opkinds, protocol
+from bbd.catchup import Action as CatchUpAction
+from bbd.catchup import BeginCatchUp, CatchUp, Paused, ServingChanged
 from bbd.commit import GroupCommit
 from bbd.config import Timing
 from bbd.lamport import LamportClock
@@ -90,7 +92,9 @@ class BoardServer(Replication, service.Service):
         self.clock = clock
         self.exit = exit or _stop_reactor
         self.lamport = LamportClock()
-        self.physical = PhysicalClock(skew=cfg.clock_skew, drift=cfg.clock_drift)
+        # One clock for everything: the reactor's (a task.Clock in tests), and the physical
+        # clock built on it.
+        self.physical = PhysicalClock(clock.seconds, skew=cfg.clock_skew, drift=cfg.clock_drift)
         self.responder = Responder(self.lamport, self.physical.now, log)
         self.client_responder = Responder(self.lamport, self.physical.now, log, clients=True)
         self.board = Board(cfg.name)
@@ -100,8 +104,10 @@ class BoardServer(Replication, service.Service):
         self.rank: int | None = None
         self.peers: dict[str, Peer] = {}
         self.frontend = None
-        self.ready = False
-        self.catching_up = False
+        # Whether to serve clients: caught up, paused, cut off (bbd/catchup.py).
+        self.catchup = CatchUp(clock, pause_threshold=max(1.0, 4 * cfg.timing.heartbeat_interval),
+                               check_interval=cfg.timing.pause_check_interval)
+        self._tick_call: Any = None  # the catch-up machine's next tick
         # Client requests that arrived while catching up: (arrival, envelope, body).
         self.queued: list[tuple[float, list[bytes], bytes]] = []
         self.settling: dict[str, _Settling] = {}  # own ops between proposal and reply, by id
@@ -117,11 +123,8 @@ class BoardServer(Replication, service.Service):
         self.files_error: str | None = None
         self._snapshotting = False
         self.handled = 0
-        self._last_tick = clock.seconds()  # for pause detection
-        self._reference_lost = False
         self._reference_warned = False  # a line said so; the next success says it is back
         self._started_at = clock.seconds()
-        self._cut_off = False
         self.factory = None
         self.guard: auth.Guard | None = None
         self.token = ""  # proves to the reference that our name is ours
@@ -139,15 +142,54 @@ class BoardServer(Replication, service.Service):
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        """Caught up and serving clients."""
+        return self.catchup.ready
 
-    @ready.setter
-    def ready(self, value: bool) -> None:
-        """Serving clients or not; the broker is told at once (catch-up sets this)."""
-        self._ready = value
-        tell = getattr(self.frontend, "set_ready", None)  # the worker link, not a plain ROUTER
-        if tell is not None:
-            tell(value)
+    def _carry_out(self, actions: list[CatchUpAction]) -> defer.Deferred | None:
+        """Do what the catch-up machine says; the catch-up it began, if any."""
+        began = None
+        for action in actions:
+            if isinstance(action, Paused):
+                log.warn("{name} was paused for {gap:.1f} s: catching up before serving",
+                         name=self.cfg.name, gap=action.gap)
+            elif isinstance(action, BeginCatchUp):
+                began = self.catch_up(action.why)
+            elif isinstance(action, ServingChanged):
+                tell = getattr(self.frontend, "set_ready", None)  # the worker link only
+                if tell is not None:
+                    tell(action.serving)  # the broker is told at once
+                if action.serving:
+                    self._serve_queued()
+                self._schedule_tick()
+        return began
+
+    def _schedule_tick(self) -> None:
+        """One timer at the machine's next deadline (pause detection while serving)."""
+        if self._tick_call is not None and self._tick_call.active():
+            self._tick_call.cancel()
+        self._tick_call = None
+        when = self.catchup.next_deadline()
+        if when is not None and self.running:
+            self._tick_call = self.clock.callLater(max(0.0, when - self.clock.seconds()),
+                                                   self._tick)
+
+    def _tick(self) -> None:
+        self._tick_call = None
+        began = self._carry_out(self.catchup.tick())
+        if began is not None:
+            began.addErrback(lambda f: log.failure("catch-up after a pause failed", f))
+        self._schedule_tick()
+
+    def _resumed_from_pause(self) -> bool:
+        """A long gap since the last tick means we were stopped (SIGSTOP) or starved: the
+        others went on without us. Checked on every client request too, because after a
+        pause the reactor handles the queued requests before any timer. True if a
+        catch-up began."""
+        began = self._carry_out(self.catchup.tick())
+        if began is None:
+            return False
+        began.addErrback(lambda f: log.failure("catch-up after a pause failed", f))
+        return True
 
     # -- start and stop --------------------------------------------------------------
 
@@ -245,6 +287,9 @@ class BoardServer(Replication, service.Service):
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
+        if self._tick_call is not None and self._tick_call.active():
+            self._tick_call.cancel()
+        self._tick_call = None
         return self._stop()
 
     @defer.inlineCallbacks
@@ -292,13 +337,12 @@ class BoardServer(Replication, service.Service):
         must not drop us from its list. Coming back from a cut-off (the reference
         unreachable, or it had written us off) means the others may have gone on without
         us: catch up before serving again."""
-        if not (self.ready or self.catching_up):
+        if not self.catchup.heartbeats():
             return
         yield self.heartbeat()
-        if self._cut_off and self.ready and self.rank is not None \
-                and not self._reference_lost:
-            self._cut_off = False
-            yield self.catch_up("a cut-off from the reference")
+        began = self._carry_out(self.catchup.heartbeat_done(registered=self.rank is not None))
+        if began is not None:
+            yield began
 
     @defer.inlineCallbacks
     def heartbeat(self) -> Any:
@@ -319,15 +363,16 @@ class BoardServer(Replication, service.Service):
                     log.warn("reference does not know {name}: registering again",
                              name=self.cfg.name)
                     self.rank = None
-                    self._cut_off = True
+                    self.catchup.written_off()
                     return
             reply = yield self._ask(self.reference, "list", {})
             self._update_peers(reply.get("list") or [], reply.get("registered"))
             if self._reference_warned:
                 log.info("reference {ref} reachable again", ref=self.cfg.reference)
-            self._reference_lost = self._reference_warned = False
+            self.catchup.reference_answered()
+            self._reference_warned = False
         except Exception as e:
-            self._reference_lost = self._cut_off = True
+            self.catchup.reference_failed()
             if not self.running or self._reference_warned:
                 return  # stopping, or already said: log changes, not repetitions
             if self.ready:
@@ -345,8 +390,7 @@ class BoardServer(Replication, service.Service):
     # -- client requests -------------------------------------------------------------
 
     def _on_client(self, envelope: list[bytes], body: bytes) -> None:
-        if self.ready and self._resumed_from_pause():
-            self.catch_up("a pause")
+        self._resumed_from_pause()  # a tick of the catch-up machine: paused?
         if not self.ready:
             self._queue(envelope, body)
             return
@@ -671,9 +715,8 @@ def makeService(options: Options) -> service.MultiService:
         (t.snapshot_interval, server.snapshot, "JSON snapshot"),
         (t.reload_interval, server.reload, "JSON reload"),
         (t.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
-        (t.pause_check_interval, server.watch_for_pause, "pause watch"),
         (t.coordinator_check_interval, coordination.check_coordinator, "coordinator check"),
         (t.berkeley_interval, coordination.berkeley_tick, "Berkeley round"),
     ]:
-        every(interval, fn, what).setServiceParent(top)
+        every(interval, fn, what, clock=server.clock).setServiceParent(top)
     return top
