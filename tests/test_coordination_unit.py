@@ -1,5 +1,5 @@
 """The coordinator's wiring on an in-memory network driven by ``task.Clock``: real
-Coordinator and Responder objects, fake sockets (requests and publications are delayed
+CoordinationService and Responder objects, fake sockets (requests and publications are delayed
 calls), so every timeout and round is deterministic."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from bbd import config, protocol
 from bbd.lamport import LamportClock
 from bbd.physclock import PhysicalClock
-from bbd.services.coordination import TOPIC, Coordinator
+from bbd.services.coordination import TOPIC, CoordinationService
 from bbd.services.responder import Responder, call
 
 LATENCY = 0.001
@@ -146,7 +146,7 @@ class FakeServer:
         self.publisher = net
         self.factory = None
         self.up = True
-        self.coordination = Coordinator(self, TIMING)
+        self.coordination = CoordinationService(self, TIMING)
 
     def serve(self, body: bytes, send: Any) -> None:
         handlers = {"clock": lambda req: {"time": self.physical.now()},

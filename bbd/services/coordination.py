@@ -3,7 +3,7 @@
 This is the wiring around two pure cores, ``bbd.election.Bully`` and
 ``bbd.berkeley.compute_round``: it turns their actions into messages and the messages
 back into their events. ``BoardServer`` calls the hooks below; the plugin's
-``makeService`` builds one ``Coordinator`` per server and the timers that drive it.
+``makeService`` builds one ``CoordinationService`` per server and the timers that drive it.
 
 Election (PROTOCOL.md, "Server to server"):
 
@@ -63,7 +63,7 @@ from bbd import protocol
 from bbd.berkeley import Reading, RoundResult, compute_round
 from bbd.config import Timing
 from bbd.election import Action, Announce, Bully, CoordinatorChanged, SendElection
-from bbd.protocol import ProtocolError, Request
+from bbd.protocol import PeerUnavailable, ProtocolError, Request
 from bbd.services.responder import call
 
 log = Logger()
@@ -85,7 +85,10 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class Coordinator(service.Service):
+class CoordinationService(service.Service):
+    """Every server's side of the election and of Berkeley; only one server is *the*
+    coordinator (``bully.is_coordinator``)."""
+
     def __init__(self, server: Any, timing: Timing, *, clock: Any = None) -> None:
         self.server = server
         self.clock = clock if clock is not None else server.clock
@@ -229,7 +232,7 @@ class Coordinator(service.Service):
         if isinstance(action, SendElection):
             self._send_election(bully, action.to)
         elif isinstance(action, Announce):
-            self._announce(action)
+            self._announce_coordinator(action)
         elif isinstance(action, CoordinatorChanged):
             self._coordinator_changed(bully, action.name)
 
@@ -312,7 +315,7 @@ class Coordinator(service.Service):
                       self.timing.election_answer_timeout)
         d.addCallbacks(answered, failed)
 
-    def _announce(self, action: Announce) -> None:
+    def _announce_coordinator(self, action: Announce) -> None:
         data = {"coordinator": action.coordinator, "rank": self.server.rank}
         msg = protocol.message("election", data, clock=self.server.lamport.tick(),
                                timestamp=self.server.physical.now())
@@ -445,7 +448,7 @@ class Coordinator(service.Service):
         wait = self._last_round + self.timing.berkeley_min_gap - self.clock.seconds()
         if wait > 0:
             if self._round_later is None:
-                self._round_later = self.clock.callLater(wait, self._deferred_round, why)
+                self._round_later = self.clock.callLater(wait, self._round_after_gap, why)
             return None
         self._round_running = True
         self._last_round = self.clock.seconds()
@@ -454,7 +457,7 @@ class Coordinator(service.Service):
         d.addBoth(self._round_done)
         return d
 
-    def _deferred_round(self, why: str) -> None:
+    def _round_after_gap(self, why: str) -> None:
         self._round_later = None
         self.request_round(why)
 
@@ -546,7 +549,7 @@ class Coordinator(service.Service):
         try:
             sent = yield self._ask(following, "adjusted", {"name": self.name},
                                    self.timing.peer_timeout)
-        except Exception as e:
+        except (PeerUnavailable, ProtocolError) as e:
             raise ProtocolError(f"{following} did not confirm the adjustment ({e})",
                                 "adjust") from None
         if sent.get("round") != req.data.get("round") or _number(sent.get("delta")) != delta:

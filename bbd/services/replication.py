@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from bbd import auth, entitlement, protocol
-from bbd.protocol import ProtocolError, Request
+from bbd.protocol import PeerUnavailable, ProtocolError, Request
 from bbd.state import Op
 
 log = Logger()
@@ -51,8 +51,8 @@ class Replication:
             self.registered.update({e["name"]: e for e in registered
                                     if isinstance(e, dict) and isinstance(e.get("name"), str)})
         seen = set()
-        for entry in listing:
-            if self._add_peer(entry):
+        for entry in listing if isinstance(listing, list) else []:
+            if isinstance(entry, dict) and self._add_peer(entry):
                 seen.add(entry["name"])
         for name in list(self.peers):
             if name not in seen:
@@ -240,7 +240,7 @@ class Replication:
             log.info("peer {peer} is answering again", peer=peer.name)
 
     def _on_replication(self, envelope: list[bytes], body: bytes) -> None:
-        self.responder.handle(lambda out: self.replication.reply(envelope, out), body,
+        self.responder.handle(lambda out: self.replication_router.reply(envelope, out), body,
                               self.replication_handlers)
 
     @defer.inlineCallbacks
@@ -317,6 +317,8 @@ class Replication:
             while self.running and pending is not None:
                 reply = yield pending
                 pending = None
+                if not isinstance(reply.get("ops"), list):
+                    raise ProtocolError(f"{peer.name}: pull reply without an 'ops' list", "pull")
                 ops = [Op.from_dict(o) for o in reply["ops"]]
                 if reply.get("more") and ops:
                     pending = ask([ops[-1].origin, ops[-1].seq])
@@ -330,6 +332,19 @@ class Replication:
         return taken
 
     @defer.inlineCallbacks
+    def _pull_or_mark_down(self, peer: Peer) -> Any:
+        """``pull_from``, with a peer that does not answer (or answers nonsense) marked
+        down instead of failing the caller; the number of operations taken."""
+        try:
+            return (yield self.pull_from(peer))
+        except (PeerUnavailable, ProtocolError, ValueError) as e:
+            self._peer_down(peer, str(e))
+        except Exception:
+            log.failure("pull from {peer} failed", peer=peer.name)
+            self._peer_down(peer, "pull failed (a bug: see the traceback)")
+        return 0
+
+    @defer.inlineCallbacks
     def catch_up(self, why: str) -> Any:
         """Pull from every listed peer before (again) serving clients (the catch-up
         machine, bbd/catchup.py, says when)."""
@@ -338,10 +353,7 @@ class Replication:
         total = 0
         yield self.heartbeat()
         for peer in list(self.peers.values()):
-            try:
-                total += yield self.pull_from(peer)
-            except Exception as e:
-                self._peer_down(peer, str(e))
+            total += yield self._pull_or_mark_down(peer)
         log.info("caught up after {why}: {n} operations from {peers} peers in {s:.3f} s",
                  why=why, n=total, peers=len(self.peers), s=self.clock.seconds() - began)
         self._carry_out(self.catchup.finished())
@@ -376,11 +388,7 @@ class Replication:
         if not self.ready:
             return
         for peer in list(self.peers.values()):
-            try:
-                n = yield self.pull_from(peer)
-            except Exception as e:
-                self._peer_down(peer, str(e))
-                continue
+            n = yield self._pull_or_mark_down(peer)
             if n:
                 log.info("anti-entropy: {n} missing operations from {peer}", n=n,
                          peer=peer.name)

@@ -35,7 +35,7 @@ from bbd.config import Timing
 from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
-from bbd.protocol import ProtocolError, Request
+from bbd.protocol import PeerUnavailable, ProtocolError, Request
 from bbd.services.replication import Peer, Replication
 from bbd.services.responder import Responder, call
 from bbd.state import Board, Op, ops_from_files
@@ -121,7 +121,7 @@ class BoardServer(Replication, service.Service):
         self._outbox_call: Any = None
         self.files_at = -1  # board.applied when the data files last reached the disk
         self.files_error: str | None = None
-        self._snapshotting = False
+        self._flushing = False
         self.handled = 0
         self._reference_warned = False  # a line said so; the next success says it is back
         self._started_at = clock.seconds()
@@ -207,10 +207,10 @@ class BoardServer(Replication, service.Service):
         self.guard = auth.Guard(self.factory.context, self.cfg.keys,
                                 auth.threadsafe_refusal_logger(log, self.cfg.name)).start()
         inbound, outbound = auth.server_options(self.cfg.keys), auth.client_options(self.cfg.keys)
-        self.replication = sockets.RouterServer(
+        self.replication_router = sockets.RouterServer(
             self.factory, [sockets.bind(f"tcp://{self.cfg.bind}:{self.cfg.replication_port}")],
             self._on_replication, mb, inbound)
-        self.sync = sockets.RouterServer(
+        self.sync_router = sockets.RouterServer(
             self.factory, [sockets.bind(f"tcp://{self.cfg.bind}:{self.cfg.sync_port}")],
             self._on_sync, mb, inbound)
         self.publisher = sockets.Publisher(
@@ -309,7 +309,7 @@ class BoardServer(Replication, service.Service):
         while not self.committer.idle():
             yield _sleep(self.clock, 0.01)
         try:
-            self.write_files()
+            self.flush_files_now()
         except OSError as e:
             log.error("data files not written at stop ({why}); the journal has everything",
                       why=str(e))
@@ -353,7 +353,10 @@ class BoardServer(Replication, service.Service):
                     "user": self.cfg.name, "token": self.token,
                     "sync": self.cfg.endpoint(self.cfg.sync_port),
                     "replication": self.cfg.endpoint(self.cfg.replication_port)})
-                self.rank = int(reply["rank"])
+                if not protocol.is_count(reply.get("rank")):
+                    raise ProtocolError(f"reference replied without a rank: {reply!r:.80}",
+                                        "rank")
+                self.rank = reply["rank"]
                 log.info("{name} registered with rank {rank}", name=self.cfg.name,
                          rank=self.rank)
             else:
@@ -371,7 +374,7 @@ class BoardServer(Replication, service.Service):
                 log.info("reference {ref} reachable again", ref=self.cfg.reference)
             self.catchup.reference_answered()
             self._reference_warned = False
-        except Exception as e:
+        except (PeerUnavailable, ProtocolError) as e:
             self.catchup.reference_failed()
             if not self.running or self._reference_warned:
                 return  # stopping, or already said: log changes, not repetitions
@@ -386,6 +389,11 @@ class BoardServer(Replication, service.Service):
                          ref=self.cfg.reference, s=self.clock.seconds() - self._started_at,
                          why=str(e))
                 self._reference_warned = True
+        except Exception:
+            # A bug here, not the reference: its traceback, and the reference counted as
+            # lost (so a catch-up follows once it works), never "unreachable" alone.
+            log.failure("{name}: registration or heartbeat failed", name=self.cfg.name)
+            self.catchup.reference_failed()
 
     # -- client requests -------------------------------------------------------------
 
@@ -545,30 +553,31 @@ class BoardServer(Replication, service.Service):
 
     # -- files -----------------------------------------------------------------------
 
-    def write_files(self) -> None:
+    def flush_files_now(self) -> None:
+        """Bring the data files up to date here and now (at stop, on the reactor)."""
         if self.board.applied == self.files_at and not self.files.pending():
             return
         at = self.board.applied
         self.files.apply(self.files.take(self.board))
         self.files_at = at
 
-    def snapshot(self) -> defer.Deferred | None:
+    def flush_files(self) -> defer.Deferred | None:
         """Bring the four JSON files up to date if anything changed: the changed entries
         are taken here, rendered and written (in place, behind an atomic rename) in a
         thread. A failed write (full disk) is logged once and tried again next time."""
         at = self.board.applied
-        if (at == self.files_at and not self.files.pending()) or self._snapshotting:
+        if (at == self.files_at and not self.files.pending()) or self._flushing:
             return None
         from twisted.internet import threads
 
-        self._snapshotting = True
+        self._flushing = True
         batch = self.files.take(self.board)  # O(changed entries)
         d = threads.deferToThread(self.files.apply, batch)
         d.addCallbacks(self._files_written, self._files_failed, callbackArgs=(at,))
-        return d.addBoth(self._snapshot_done)
+        return d.addBoth(self._flush_done)
 
-    def _snapshot_done(self, _: Any) -> None:
-        self._snapshotting = False
+    def _flush_done(self, _: Any) -> None:
+        self._flushing = False
 
     def _files_written(self, _: Any, at: int) -> None:
         self.files_at = at
@@ -603,7 +612,7 @@ class BoardServer(Replication, service.Service):
         handlers = {"clock": self._clock, "status": self._status}
         if self.coordination is not None:
             handlers.update(self.coordination.handlers())
-        self.responder.handle(lambda out: self.sync.reply(envelope, out), body, handlers)
+        self.responder.handle(lambda out: self.sync_router.reply(envelope, out), body, handlers)
 
     def _clock(self, req: Request) -> dict[str, Any]:
         return {"time": self.physical.now()}
@@ -698,11 +707,11 @@ def makeService(options: Options) -> service.MultiService:
     top = service.MultiService()
     server = BoardServer(cfg)
     server.setServiceParent(top)
-    from bbd.services.coordination import Coordinator
+    from bbd.services.coordination import CoordinationService
 
     # After the server in the MultiService: it starts once the server's socket factory
     # exists, and stops (closing its subscriber) before the server shuts the factory down.
-    coordination = server.coordination = Coordinator(server, t)
+    coordination = server.coordination = CoordinationService(server, t)
     coordination.setServiceParent(top)
     if options["metrics-port"]:
         from bbd import metrics
@@ -712,7 +721,7 @@ def makeService(options: Options) -> service.MultiService:
     # Timers start after the server (MultiService order) and stop before it.
     for interval, fn, what in [
         (t.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),
-        (t.snapshot_interval, server.snapshot, "JSON snapshot"),
+        (t.snapshot_interval, server.flush_files, "data files flush"),
         (t.reload_interval, server.reload, "JSON reload"),
         (t.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
         (t.coordinator_check_interval, coordination.check_coordinator, "coordinator check"),
