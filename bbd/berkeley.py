@@ -67,7 +67,7 @@ def compute_round(
     own_name: str,
     readings: Mapping[str, Reading | None],
     *,
-    max_rtt: float = 1.0,
+    max_rtt: float = 0.2,
     outlier_threshold: float = 1.0,
 ) -> RoundResult:
     """Turn one round of ``clock`` readings into per-server adjustments.

@@ -29,12 +29,13 @@ import threading
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from bbd.state import Board, Op, _login_entry, _Sorted, entry
+from bbd.opkinds import DATA_FILES, KINDS
+from bbd.state import Board, _Sorted, entry, user_entry
 
-DATA_FILES = ("usuarios.json", "canais.json", "publicacoes.json", "mensagens.json")
 RING = 3
 HEAD = b"[\n"
 SEP = b",\n"
@@ -204,34 +205,27 @@ class RingFile:
 
 # -- what a flush takes from the board (on the reactor) --------------------------------
 
-VIEWS: dict[str, Callable[[Board], _Sorted]] = {  # the sorted view behind each file
-    "usuarios.json": lambda b: b.users_order,  # by first login
-    "canais.json": lambda b: b.channels,
-    "publicacoes.json": lambda b: b.posts,
-    "mensagens.json": lambda b: b.messages,
-}
+# The sorted Board view behind each file (users: by first login), and the files whose
+# entries are users, each listing its logins (bbd/opkinds.py).
+VIEWS: dict[str, Callable[[Board], _Sorted]] = {
+    k.data_file: attrgetter(k.view) for k in KINDS.values()}
+BY_USER = frozenset(k.data_file for k in KINDS.values() if k.by_user)
 
 
 def _slice(board: Board, name: str, lo: int) -> list[Any]:
     """Items from ``lo`` on: list copies of references to immutable ops (C speed); a
     user's entry also takes a copy of its logins."""
     items = VIEWS[name](board).items[lo:]
-    if name == "usuarios.json":
+    if name in BY_USER:
         logins = board.user_logins
         return [logins[op.fields["user"]].items[:] for op in items]
     return items
 
 
 def render_lines(name: str, items: list[Any]) -> list[bytes]:
-    if name == "usuarios.json":
+    if name in BY_USER:
         return [line(user_entry(logins)) for logins in items]
     return [line(entry(op, rid=True)) for op in items]
-
-
-def user_entry(logins: list[Op]) -> dict[str, Any]:
-    return {"user": logins[0].fields["user"],
-            "logins": [op.timestamp for op in logins],
-            "login_ops": [_login_entry(op) for op in logins]}
 
 
 @dataclass(frozen=True)

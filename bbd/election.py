@@ -95,10 +95,10 @@ class Bully:
         clock: Seconds,
         peers: Mapping[str, int] | None = None,
         *,
-        answer_timeout: float = 2.0,
-        announce_timeout: float = 5.0,
-        announce_interval: float = 3.0,
-        coordinator_timeout: float | None = 10.0,
+        answer_timeout: float = 0.5,
+        announce_timeout: float = 1.5,
+        announce_interval: float = 1.0,
+        coordinator_timeout: float | None = 3.0,
     ) -> None:
         # A lease shorter than the re-announce period would expire on a healthy coordinator.
         if coordinator_timeout is not None and coordinator_timeout <= announce_interval:

@@ -35,6 +35,11 @@ RESERVED_NAMES = frozenset({"servers"})
 SUCCESS_WORD = {"login": "sucesso", "channel": "sucesso", "publish": "OK", "message": "OK"}
 
 
+class PeerUnavailable(Exception):
+    """A request to another daemon could not be sent or was not answered in time (raised
+    by ``bbd.sockets``; here so that services can catch it without importing txZMQ)."""
+
+
 class ProtocolError(Exception):
     """A request that cannot be served; ``service`` is echoed in the ``erro`` reply."""
 

@@ -23,6 +23,8 @@ from twisted.logger import Logger
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
 from zmq.utils.monitor import parse_monitor_message
 
+from bbd.protocol import PeerUnavailable  # raised here; defined there, free of txZMQ
+
 log = Logger()
 
 HIGH_WATER_MARK = 10_000
@@ -36,10 +38,6 @@ HEARTBEAT_TTL_MS = 2000
 # How often a request given ``connect_wait`` tries again to send while its link comes up.
 CONNECT_POLL = 0.01
 _monitor_ids = itertools.count(1)
-
-
-class PeerUnavailable(Exception):
-    """A request could not be sent or was not answered in time."""
 
 
 def bind(address: str) -> ZmqEndpoint:

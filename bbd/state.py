@@ -24,14 +24,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bbd.opkinds import KINDS, NAME_FIELDS
 from bbd.protocol import MAX_CLOCK, MAX_ID, is_count, name_problem, quote, text_problem
 
 OrderKey = tuple[int, str, int]
 
-_REQUIRED = {"login": ("user",), "channel": ("channel",),
-             "publish": ("user", "channel", "message"), "message": ("src", "dst", "message")}
-# Field values that are names, shared by many operations: interned, stored once.
-_NAMES = {"user", "channel", "src", "dst"}
+# What each kind holds, shows, stores and publishes: bbd/opkinds.py.
+_REQUIRED = {name: kind.fields for name, kind in KINDS.items()}
+_NAMES = NAME_FIELDS  # field values that are names: interned, stored once
+# Per kind, its uniqueness key besides the request id: (prefix, index in the Op tuple).
+_UNIQUE = {name: (kind.unique + ":", 6 + kind.fields.index(kind.unique))
+           for name, kind in KINDS.items() if kind.unique is not None}
 _INTERNED = {kind: tuple(name in _NAMES for name in names) for kind, names in _REQUIRED.items()}
 _PAD = {kind: (None,) * (3 - len(names)) for kind, names in _REQUIRED.items()}
 _intern = sys.intern
@@ -81,8 +84,9 @@ class Op(_OpTuple):
     def keys(self) -> list[str]:
         """The uniqueness keys this operation competes for (as names: ``channel:x``)."""
         keys = []
-        if self[3] == "channel":
-            keys.append("channel:" + self[6])
+        unique = _UNIQUE.get(self[3])
+        if unique is not None:
+            keys.append(unique[0] + self[unique[1]])
         if self[5] is not None:
             keys.append("rid:" + self[5])
         return keys
@@ -326,6 +330,9 @@ class Board:
         self.user_messages: dict[str, _Sorted] = {}
         self.messages = _Sorted()
         self.applied = 0
+        # Per kind, the methods that enter it in its view and take it out (bbd/opkinds.py).
+        self._shows = {name: getattr(self, "_show_" + kind.view) for name, kind in KINDS.items()}
+        self._hides = {name: getattr(self, "_hide_" + kind.view) for name, kind in KINDS.items()}
 
     @property
     def ops(self) -> _Held:
@@ -466,59 +473,68 @@ class Board:
         return op[5] is None or self.rid_winners.get(op[5]) is op
 
     def _show(self, op: Op) -> None:
-        kind = op[3]
-        if kind == "publish":
-            self.posts.add(op)
-            posts = self.channel_posts.get(op[7])
-            if posts is None:
-                posts = self.channel_posts[op[7]] = _Sorted()
-            posts.add(op)
-        elif kind == "login":
-            user = op[6]
-            logins = self.user_logins.get(user)
-            if logins is None:
-                logins = self.user_logins[user] = _Sorted()
-            first = logins.first()
-            logins.add(op)
-            if first is None or op < first:
-                if first is not None:
-                    self.users_order.remove(first)
-                self.users_order.add(op)
-            else:
-                self.users_order.touch(first)  # the user's entry lists one more login
-        elif kind == "channel":
-            self.channels.add(op)
-        elif kind == "message":
-            self.messages.add(op)
-            for user in {op[6], op[7]}:
-                self.user_messages.setdefault(user, _Sorted()).add(op)
+        """Enter a visible operation in the view its kind is shown in (bbd/opkinds.py)."""
+        self._shows[op[3]](op)
 
     def _hide(self, op: Op) -> None:
         """Undo ``_show`` for an op that just lost a key to an earlier competitor."""
-        kind = op[3]
-        if kind == "login":
-            user = op[6]
-            logins = self.user_logins[user]
-            first = logins.first()
-            logins.remove(op)
-            if first is op:
-                self.users_order.remove(op)
-                nxt = logins.first()
-                if nxt is None:
-                    del self.user_logins[user]
-                else:
-                    self.users_order.add(nxt)
+        self._hides[op[3]](op)
+
+    def _show_posts(self, op: Op) -> None:
+        self.posts.add(op)
+        posts = self.channel_posts.get(op[7])
+        if posts is None:
+            posts = self.channel_posts[op[7]] = _Sorted()
+        posts.add(op)
+
+    def _hide_posts(self, op: Op) -> None:
+        self.posts.remove(op)
+        self.channel_posts[op[7]].remove(op)
+
+    def _show_users_order(self, op: Op) -> None:
+        user = op[6]
+        logins = self.user_logins.get(user)
+        if logins is None:
+            logins = self.user_logins[user] = _Sorted()
+        first = logins.first()
+        logins.add(op)
+        if first is None or op < first:
+            if first is not None:
+                self.users_order.remove(first)
+            self.users_order.add(op)
+        else:
+            self.users_order.touch(first)  # the user's entry lists one more login
+
+    def _hide_users_order(self, op: Op) -> None:
+        user = op[6]
+        logins = self.user_logins[user]
+        first = logins.first()
+        logins.remove(op)
+        if first is op:
+            self.users_order.remove(op)
+            nxt = logins.first()
+            if nxt is None:
+                del self.user_logins[user]
             else:
-                self.users_order.touch(first)
-        elif kind == "channel":
-            self.channels.remove(op)
-        elif kind == "publish":
-            self.posts.remove(op)
-            self.channel_posts[op[7]].remove(op)
-        elif kind == "message":
-            self.messages.remove(op)
-            for user in {op[6], op[7]}:
-                self.user_messages[user].remove(op)
+                self.users_order.add(nxt)
+        else:
+            self.users_order.touch(first)
+
+    def _show_channels(self, op: Op) -> None:
+        self.channels.add(op)
+
+    def _hide_channels(self, op: Op) -> None:
+        self.channels.remove(op)
+
+    def _show_messages(self, op: Op) -> None:
+        self.messages.add(op)
+        for user in {op[6], op[7]}:
+            self.user_messages.setdefault(user, _Sorted()).add(op)
+
+    def _hide_messages(self, op: Op) -> None:
+        self.messages.remove(op)
+        for user in {op[6], op[7]}:
+            self.user_messages[user].remove(op)
 
     # -- results and replication -----------------------------------------------------
 
@@ -633,15 +649,23 @@ class Views:
     messages: list[Op]
 
     def render(self) -> dict[str, list[dict]]:
-        return {
-            "usuarios.json": [{"user": logins[0].f1,
-                               "logins": [op.timestamp for op in logins],
-                               "login_ops": [_login_entry(op) for op in logins]}
-                              for logins in self.users],
-            "canais.json": [entry(op, rid=True) for op in self.channels],
-            "publicacoes.json": [entry(op, rid=True) for op in self.posts],
-            "mensagens.json": [entry(op, rid=True) for op in self.messages],
-        }
+        """Each kind's data file (bbd/opkinds.py): one entry per visible operation, or per
+        user for logins (a user's entry lists its logins)."""
+        views = {"users_order": self.users, "channels": self.channels, "posts": self.posts,
+                 "messages": self.messages}
+        out: dict[str, list[dict]] = {}
+        for kind in KINDS.values():
+            items = views[kind.view]
+            out[kind.data_file] = ([user_entry(logins) for logins in items] if kind.by_user
+                                   else [entry(op, rid=True) for op in items])
+        return out
+
+
+def user_entry(logins: list[Op]) -> dict[str, Any]:
+    """A user's data-file entry: its logins, first to last."""
+    return {"user": logins[0].f1,
+            "logins": [op.timestamp for op in logins],
+            "login_ops": [_login_entry(op) for op in logins]}
 
 
 def _login_entry(op: Op) -> dict[str, Any]:
@@ -666,21 +690,24 @@ def entry(op: Op, rid: bool = False) -> dict[str, Any]:
 def ops_from_files(files: dict[str, Any]) -> Iterator[Op]:
     """Operations named by the entries of (possibly restored) data files. Entries that are
     not maps, or lack a usable id, clock or fields, cannot be placed and are skipped."""
-    kinds = {"canais.json": "channel", "publicacoes.json": "publish", "mensagens.json": "message"}
-    for name, kind in kinds.items():
-        for e in _list(files.get(name)):
-            if isinstance(e, dict):
-                op = _op_from_entry(kind, e, {k: e.get(k) for k in _REQUIRED[kind]})
-                if op is not None:
-                    yield op
-    for e in _list(files.get("usuarios.json")):
-        if not isinstance(e, dict):
+    per_user = [kind for kind in KINDS.values() if kind.by_user]
+    for kind in KINDS.values():
+        if kind.by_user:
             continue
-        for login in _list(e.get("login_ops")):
-            if isinstance(login, dict):
-                op = _op_from_entry("login", login, {"user": e.get("user")})
+        for e in _list(files.get(kind.data_file)):
+            if isinstance(e, dict):
+                op = _op_from_entry(kind.name, e, {k: e.get(k) for k in kind.fields})
                 if op is not None:
                     yield op
+    for kind in per_user:  # a user's entry: {"user", "login_ops": [{"id", ...}, ...]}
+        for e in _list(files.get(kind.data_file)):
+            if not isinstance(e, dict):
+                continue
+            for login in _list(e.get("login_ops")):
+                if isinstance(login, dict):
+                    op = _op_from_entry(kind.name, login, {"user": e.get("user")})
+                    if op is not None:
+                        yield op
 
 
 def _list(value: Any) -> list:

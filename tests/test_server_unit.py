@@ -10,10 +10,14 @@ import msgpack
 import pytest
 from twisted.internet import defer, task
 
-from bbd import protocol
+from bbd import config, protocol
 from bbd.services.replication import MAX_QUEUED, _chunks
 from bbd.services.server import BoardServer, ServerConfig
 from bbd.state import Op
+
+TIMING = config.settings().timing.replace(
+    heartbeat_interval=0.5, request_timeout=2.0, peer_timeout=1.0, anti_entropy_interval=2.0,
+    snapshot_interval=1.0, reload_interval=2.0)
 
 
 class FakeFrontend:
@@ -31,9 +35,7 @@ def make_server(tmp_path: Path, **kw: Any) -> tuple[BoardServer, task.Clock, Fak
     cfg = ServerConfig(
         name="servidor-1", data_dir=tmp_path, broker="", publish="", subscribe="",
         reference="", bind="127.0.0.1", host="127.0.0.1", sync_port=1, replication_port=2,
-        max_bytes=1024 * 1024, heartbeat_interval=0.5, request_timeout=2.0,
-        peer_timeout=1.0, anti_entropy_interval=2.0, snapshot_interval=1.0,
-        reload_interval=2.0)
+        max_bytes=1024 * 1024, timing=TIMING)
     clock = task.Clock()
     server = BoardServer(cfg, clock=clock, **kw)
     server.frontend = FakeFrontend()
@@ -48,7 +50,7 @@ def test_requests_queued_during_catch_up_are_bounded_and_stale_ones_dropped(
         tmp_path: Path) -> None:
     server, clock, front = make_server(tmp_path)
     server._resumed_from_pause = lambda: False
-    server.ready = False
+    server.catchup.begin()  # catching up: requests wait
     for i in range(3):
         server._on_client([b"old%d" % i], request("users"))
     clock.advance(3.0)  # longer than the request timeout: those clients have retried
@@ -61,7 +63,7 @@ def test_requests_queued_during_catch_up_are_bounded_and_stale_ones_dropped(
     assert front.replies[0][1]["data"]["status"] == "erro"
     assert "catching up" in front.replies[0][1]["data"]["description"]
 
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._serve_queued()
     served = [env[0] for env, _ in front.replies[1:]]
     assert b"old0" not in served and served[0] == b"fresh"
@@ -87,7 +89,7 @@ def test_replication_pages_are_sized_in_encoded_bytes() -> None:
 def test_client_replies_carry_their_fields_flat_too(tmp_path: Path, service: str,
                                                     field: str) -> None:
     server, _, front = make_server(tmp_path)
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
     server._on_client([b"c"], request(service))
     reply = front.replies[0][1]
@@ -114,7 +116,7 @@ def _failure(e: Exception) -> Any:
 def test_a_journal_that_cannot_be_written_refuses_the_write_and_applies_nothing(
         tmp_path: Path, errno: int) -> None:
     server, _, front = make_server(tmp_path)
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
 
     def broken(records: list) -> defer.Deferred:
@@ -139,7 +141,7 @@ def test_a_journal_that_cannot_be_written_refuses_the_write_and_applies_nothing(
 
 def test_private_messages_take_from_and_to(tmp_path: Path) -> None:
     server, _, front = make_server(tmp_path)
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
     server.committer.submit = lambda records: defer.succeed(None)
     server._replicate = lambda op: defer.succeed(None)
@@ -261,7 +263,7 @@ def test_a_competitor_in_an_ack_decides_the_outcome_even_on_a_slow_disk(
     from bbd.services.replication import Peer
 
     server, clock, front = make_server(tmp_path)
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
     disk: list[defer.Deferred] = []  # journal batches, made durable when the test says
 
@@ -293,7 +295,7 @@ def test_a_stopping_server_lets_writes_in_flight_finish_replicating(tmp_path: Pa
     from bbd.services.replication import Peer
 
     server, clock, front = make_server(tmp_path)
-    server.ready = True
+    server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
     server.committer.submit = lambda records: defer.succeed(None)
     closed: list[str] = []

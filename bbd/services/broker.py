@@ -7,7 +7,6 @@ from __future__ import annotations
 from twisted.application import service
 from twisted.python import usage
 
-from bbd import config
 from bbd.options import SecureDaemonOptions, tcp_any
 
 ROUTINGS = ("readiness", "round-robin")
@@ -40,9 +39,9 @@ def makeService(options: Options) -> service.Service:
     from bbd.loadbalance import Settings
     from bbd.services.balancer import BalancerService
 
-    t = config.timing
-    settings = Settings(heartbeat=t("broker_heartbeat"), liveness=t("broker_liveness"),
-                        resend_after=t("broker_resend_after"))
+    t = options["timing"]
+    settings = Settings(heartbeat=t.broker_heartbeat, liveness=t.broker_liveness,
+                        resend_after=t.broker_resend_after)
     BalancerService(options["frontend"], options["backend"], options["status"] or None,
                     options["max-bytes"], settings, options["auth"]).setServiceParent(top)
     return top

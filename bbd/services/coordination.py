@@ -3,7 +3,7 @@
 This is the wiring around two pure cores, ``bbd.election.Bully`` and
 ``bbd.berkeley.compute_round``: it turns their actions into messages and the messages
 back into their events. ``BoardServer`` calls the hooks below; the plugin's
-``makeService`` builds one ``Coordinator`` per server and the timers that drive it.
+``makeService`` builds one ``CoordinationService`` per server and the timers that drive it.
 
 Election (PROTOCOL.md, "Server to server"):
 
@@ -61,8 +61,9 @@ from twisted.python.failure import Failure
 
 from bbd import protocol
 from bbd.berkeley import Reading, RoundResult, compute_round
+from bbd.config import Timing
 from bbd.election import Action, Announce, Bully, CoordinatorChanged, SendElection
-from bbd.protocol import ProtocolError, Request
+from bbd.protocol import PeerUnavailable, ProtocolError, Request
 from bbd.services.responder import call
 
 log = Logger()
@@ -84,27 +85,15 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class Coordinator(service.Service):
-    def __init__(
-        self,
-        server: Any,
-        *,
-        announce_interval: float = 1.0,
-        coordinator_timeout: float | None = 3.0,
-        check_interval: float = 0.5,
-        min_round_gap: float = 0.5,
-        max_rtt: float = 0.2,
-        outlier_threshold: float = 1.0,
-        clock: Any = None,
-    ) -> None:
+class CoordinationService(service.Service):
+    """Every server's side of the election and of Berkeley; only one server is *the*
+    coordinator (``bully.is_coordinator``)."""
+
+    def __init__(self, server: Any, timing: Timing, *, clock: Any = None) -> None:
         self.server = server
         self.clock = clock if clock is not None else server.clock
-        self.announce_interval = announce_interval
-        self.coordinator_timeout = coordinator_timeout
-        self.check_interval = check_interval
-        self.min_round_gap = min_round_gap
-        self.max_rtt = max_rtt
-        self.outlier_threshold = outlier_threshold
+        self.timing = timing
+        self.check_interval = timing.coordinator_check_interval
         self.bully: Bully | None = None
         self.last_sync: float | None = None  # our physical clock when we last took an adjustment
         self.last_adjustment: float | None = None
@@ -174,7 +163,7 @@ class Coordinator(service.Service):
         self._watch_links()  # peers' clients may be new
 
     def message_handled(self, count: int) -> None:
-        every = self.server.cfg.berkeley_every
+        every = self.timing.berkeley_every_messages
         if every <= 0 or count % every:
             return
         bully = self.bully
@@ -185,7 +174,7 @@ class Coordinator(service.Service):
             return
         target = bully.coordinator
         d = self._ask(target, "berkeley", {"name": self.name, "handled": count},
-                      self.server.cfg.peer_timeout)
+                      self.timing.peer_timeout)
         d.addErrback(self._coordinator_silent, target, "berkeley")
 
     # -- election ----------------------------------------------------------------------
@@ -208,13 +197,13 @@ class Coordinator(service.Service):
             return
         if self.bully is not None and self.bully.rank == rank:
             return
-        cfg = self.server.cfg
+        t = self.timing
         self.bully = Bully(
             self.name, rank, self.clock, self._ranks(),
-            answer_timeout=cfg.election_answer_timeout,
-            announce_timeout=cfg.election_announce_timeout,
-            announce_interval=self.announce_interval,
-            coordinator_timeout=self.coordinator_timeout)
+            answer_timeout=t.election_answer_timeout,
+            announce_timeout=t.election_announce_timeout,
+            announce_interval=t.announce_interval,
+            coordinator_timeout=t.coordinator_timeout)
         log.info("election: {name} (rank {rank}) starting, {n} peers known", name=self.name,
                  rank=rank, n=len(self.bully.peers))
         self._run(self.bully.start())
@@ -243,7 +232,7 @@ class Coordinator(service.Service):
         if isinstance(action, SendElection):
             self._send_election(bully, action.to)
         elif isinstance(action, Announce):
-            self._announce(action)
+            self._announce_coordinator(action)
         elif isinstance(action, CoordinatorChanged):
             self._coordinator_changed(bully, action.name)
 
@@ -324,14 +313,14 @@ class Coordinator(service.Service):
 
         # A link not made yet (every server starting at once) gets the answer timeout to
         # come up; one that dropped (the peer died) fails at once, as the election needs.
-        timeout = self.server.cfg.election_answer_timeout
+        timeout = self.timing.election_answer_timeout
         peer = self.server.peers.get(to)
         lost = getattr(getattr(peer, "sync_client", None), "lost", False)
         d = self._ask(to, "election", {"name": self.name, "rank": bully.rank}, timeout,
                       connect_wait=0.0 if lost else timeout)
         d.addCallbacks(answered, failed)
 
-    def _announce(self, action: Announce) -> None:
+    def _announce_coordinator(self, action: Announce) -> None:
         data = {"coordinator": action.coordinator, "rank": self.server.rank}
         msg = protocol.message("election", data, clock=self.server.lamport.tick(),
                                timestamp=self.server.physical.now())
@@ -395,7 +384,7 @@ class Coordinator(service.Service):
         # The announcer has often just come back (restarted, resumed): our link to it may
         # still be reconnecting, so the confirmation waits for it rather than failing at
         # once, which would leave us announcing a rival and start another round.
-        timeout = self.server.cfg.peer_timeout
+        timeout = self.timing.peer_timeout
         d = self._ask(name, "status", {}, timeout, connect_wait=timeout)
         d.addCallbacks(confirmed, lambda f: log.info(
             "election: announcement of {coordinator} not confirmed ({why})",
@@ -429,7 +418,7 @@ class Coordinator(service.Service):
             # Announced before our next list refresh reached it: nothing to probe yet, and
             # a coordinator that never shows up is caught by the lease.
             return None
-        d = self._ask(target, "clock", {}, self.server.cfg.peer_timeout)
+        d = self._ask(target, "clock", {}, self.timing.peer_timeout)
         return d.addErrback(self._coordinator_silent, target, "clock")
 
     def _coordinator_silent(self, failure: Failure, target: str, what: str) -> None:
@@ -465,10 +454,10 @@ class Coordinator(service.Service):
         if self._round_running:
             self._round_again = self._round_again or why
             return None
-        wait = self._last_round + self.min_round_gap - self.clock.seconds()
+        wait = self._last_round + self.timing.berkeley_min_gap - self.clock.seconds()
         if wait > 0:
             if self._round_later is None:
-                self._round_later = self.clock.callLater(wait, self._deferred_round, why)
+                self._round_later = self.clock.callLater(wait, self._round_after_gap, why)
             return None
         self._round_running = True
         self._last_round = self.clock.seconds()
@@ -477,7 +466,7 @@ class Coordinator(service.Service):
         d.addBoth(self._round_done)
         return d
 
-    def _deferred_round(self, why: str) -> None:
+    def _round_after_gap(self, why: str) -> None:
         self._round_later = None
         self.request_round(why)
 
@@ -499,8 +488,8 @@ class Coordinator(service.Service):
         if bully is None or not bully.is_coordinator:
             log.info("Berkeley round ({why}) abandoned: no longer coordinator", why=why)
             return None
-        result = compute_round(self.name, readings, max_rtt=self.max_rtt,
-                               outlier_threshold=self.outlier_threshold)
+        result = compute_round(self.name, readings, max_rtt=self.timing.berkeley_max_rtt,
+                               outlier_threshold=self.timing.berkeley_outlier_threshold)
         self.rounds += 1
         self._log_round(why, result, readings)
         sends = []
@@ -511,7 +500,7 @@ class Coordinator(service.Service):
                 self._sent[name] = (self.rounds, delta)  # what ``adjusted`` confirms
                 d = self._ask(name, "adjust",
                               {"name": self.name, "delta": delta, "round": self.rounds},
-                              self.server.cfg.peer_timeout)
+                              self.timing.peer_timeout)
                 d.addErrback(self._adjust_failed, name)
                 sends.append(d)
         yield defer.DeferredList(sends)
@@ -521,7 +510,7 @@ class Coordinator(service.Service):
     def _read_clock(self, name: str) -> Any:
         now = self.server.physical.now
         t_send = now()
-        data = yield self._ask(name, "clock", {}, self.server.cfg.peer_timeout)
+        data = yield self._ask(name, "clock", {}, self.timing.peer_timeout)
         t_recv = now()
         server_time = _number(data.get("time"))
         if server_time is None:
@@ -568,8 +557,8 @@ class Coordinator(service.Service):
             raise ProtocolError(f"not following {sender}: coordinator is {following}", "adjust")
         try:
             sent = yield self._ask(following, "adjusted", {"name": self.name},
-                                   self.server.cfg.peer_timeout)
-        except Exception as e:
+                                   self.timing.peer_timeout)
+        except (PeerUnavailable, ProtocolError) as e:
             raise ProtocolError(f"{following} did not confirm the adjustment ({e})",
                                 "adjust") from None
         if sent.get("round") != req.data.get("round") or _number(sent.get("delta")) != delta:

@@ -17,7 +17,6 @@ server or a new coordinator does not wait for the next tick).
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from twisted.python import usage
 from twisted.web import resource, server, static
 from zope.interface import implementer
 
-from bbd import config, protocol
+from bbd import protocol
 from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.services.responder import call
@@ -185,7 +184,7 @@ class Watcher(service.Service):
         if self.clock.seconds() - self.born.get(key, float("-inf")) < CONNECT_GRACE:
             return False
         self.busy.add(key)
-        d = call(client, service_, {}, lamport=self.lamport, now=time.time,
+        d = call(client, service_, {}, lamport=self.lamport, now=self.clock.seconds,
                  timeout=self.cfg.status_timeout)
 
         def answered(data: dict[str, Any]) -> None:
@@ -384,7 +383,7 @@ def site(watch: BoardWatch, streams: EventStreams, demo_control: str | None) -> 
 
 class Options(SecureDaemonOptions):
     optParameters = SecureDaemonOptions.optParameters + [
-        ["port", None, 8080, "HTTP port of the page", int],
+        ["port", None, None, "HTTP port of the page (default: the dashboard port)", int],
         ["interface", None, "", "interface to listen on (default: all)"],
         ["reference", None, tcp_local("reference"), "reference server endpoint"],
         ["subscribe", None, tcp_local("xpub"), "proxy's XPUB endpoint"],
@@ -393,6 +392,8 @@ class Options(SecureDaemonOptions):
         ["poll", None, 0.5, "seconds between status polls of each server", float],
         ["demo-control", None, None, "the launcher's demo control URL (bbd up --demo)"],
     ]
+
+    config_ports = {"port": "dashboard"}
 
     def postOptions(self) -> None:
         super().postOptions()
@@ -418,7 +419,7 @@ def makeService(options: Options) -> service.MultiService:
         interface=options["interface"], poll=options["poll"],
         max_bytes=options["max-bytes"], demo_control=options["demo-control"],
         keys=options["auth"],
-        status_timeout=min(0.8, config.timing("peer_timeout")))
+        status_timeout=min(0.8, options["timing"].peer_timeout))
     top = service.MultiService()
     watch = BoardWatch(reactor.seconds)
     streams = EventStreams(watch)

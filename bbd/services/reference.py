@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from twisted.application import service
 from twisted.internet import reactor
 from twisted.logger import Logger
 
-from bbd import auth, config, protocol
+from bbd import auth, protocol
 from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_any
 from bbd.protocol import ProtocolError, Request
@@ -34,7 +33,7 @@ class ReferenceService(service.Service):
         self.max_bytes = max_bytes
         self.clock = clock
         self.lamport = LamportClock()
-        self.responder = Responder(self.lamport, time.time, log)
+        self.responder = Responder(self.lamport, clock.seconds, log)
         path = data_dir / REGISTRY_FILE
         entries = json.loads(path.read_text()) if path.exists() else []
         self.registry = Registry(expiry, entries)
@@ -135,7 +134,7 @@ class Options(SecureDaemonOptions):
     def postOptions(self) -> None:
         super().postOptions()
         if self["expiry"] is None:
-            self["expiry"] = config.timing("heartbeat_expiry")
+            self["expiry"] = self["timing"].heartbeat_expiry
 
 
 def makeService(options: Options) -> service.MultiService:

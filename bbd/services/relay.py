@@ -11,6 +11,7 @@ import threading
 
 import zmq
 from twisted.application import service
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from bbd import auth
@@ -71,16 +72,26 @@ class RelayService(service.Service):
             for sock in (front, back, ctrl):
                 sock.close(0)
 
-    def stopService(self) -> None:
+    def stopService(self) -> defer.Deferred | None:
+        """Tell the loop to end, then wait for it and end the context in a thread: joining
+        and ``term()`` block, and the reactor must not (the stop waits on the Deferred)."""
         super().stopService()
-        if self.thread is not None:
-            self.ctrl_out.send(b"TERMINATE")
-            self.thread.join(5)
-            self.ctrl_out.close(0)
+        thread, self.thread = self.thread, None
+        if thread is None:
+            return None
+        self.ctrl_out.send(b"TERMINATE")
+        d = threads.deferToThread(self._finish, thread)
+        d.addCallback(lambda _: log.info("{what} stopped", what=self.what))
+        d.addErrback(lambda f: log.failure("{what} did not stop cleanly", f, what=self.what))
+        return d
+
+    def _finish(self, thread: threading.Thread) -> None:
+        thread.join(5)
+        self.ctrl_out.close(0)
+        if self.guard is not None:
             self.guard.stop()  # its ZAP socket must close before the context can end
+        if self.ctx is not None:
             self.ctx.term()
-            self.thread = None
-            log.info("{what} stopped", what=self.what)
 
 
 def broker(frontend: str, backend: str, max_bytes: int,

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bbd import auth, entitlement, protocol
-from bbd.protocol import ProtocolError, Request
+from bbd.protocol import PeerUnavailable, ProtocolError, Request
 from bbd.services.waiters import Waiters
 from bbd.state import Op
 
@@ -53,8 +53,8 @@ class Replication:
             self.registered.update({e["name"]: e for e in registered
                                     if isinstance(e, dict) and isinstance(e.get("name"), str)})
         seen = set()
-        for entry in listing:
-            if self._add_peer(entry):
+        for entry in listing if isinstance(listing, list) else []:
+            if isinstance(entry, dict) and self._add_peer(entry):
                 seen.add(entry["name"])
         for name in list(self.peers):
             if name not in seen:
@@ -257,7 +257,7 @@ class Replication:
             log.info("peer {peer} is answering again", peer=peer.name)
 
     def _on_replication(self, envelope: list[bytes], body: bytes) -> None:
-        self.responder.handle(lambda out: self.replication.reply(envelope, out), body,
+        self.responder.handle(lambda out: self.replication_router.reply(envelope, out), body,
                               self.replication_handlers)
 
     @defer.inlineCallbacks
@@ -334,6 +334,8 @@ class Replication:
             while self.running and pending is not None:
                 reply = yield pending
                 pending = None
+                if not isinstance(reply.get("ops"), list):
+                    raise ProtocolError(f"{peer.name}: pull reply without an 'ops' list", "pull")
                 ops = [Op.from_dict(o) for o in reply["ops"]]
                 if reply.get("more") and ops:
                     pending = ask([ops[-1].origin, ops[-1].seq])
@@ -347,35 +349,40 @@ class Replication:
         return taken
 
     @defer.inlineCallbacks
+    def _pull_or_mark_down(self, peer: Peer) -> Any:
+        """``pull_from``, with a peer that does not answer (or answers nonsense) marked
+        down instead of failing the caller; the number of operations taken."""
+        try:
+            return (yield self.pull_from(peer))
+        except (PeerUnavailable, ProtocolError, ValueError) as e:
+            self._peer_down(peer, str(e))
+        except Exception:
+            log.failure("pull from {peer} failed", peer=peer.name)
+            self._peer_down(peer, "pull failed (a bug: see the traceback)")
+        return 0
+
+    @defer.inlineCallbacks
     def catch_up(self, why: str) -> Any:
-        """Pull from every listed peer before (again) serving clients."""
-        self.ready = False
-        self.catching_up = True
-        self._cut_off = False
+        """Pull from every listed peer before (again) serving clients (the catch-up
+        machine, bbd/catchup.py, says when)."""
+        self._carry_out(self.catchup.begin())
         began = self.clock.seconds()
         total = 0
-        try:
-            yield self.heartbeat()
-            for peer in list(self.peers.values()):
-                try:
-                    total += yield self.pull_from(peer)
-                except Exception as e:
-                    self._peer_down(peer, str(e))
-        finally:
-            self.catching_up = False
+        yield self.heartbeat()
+        for peer in list(self.peers.values()):
+            total += yield self._pull_or_mark_down(peer)
         log.info("caught up after {why}: {n} operations from {peers} peers in {s:.3f} s",
                  why=why, n=total, peers=len(self.peers), s=self.clock.seconds() - began)
-        self.ready = True
-        self._serve_queued()
+        self._carry_out(self.catchup.finished())
 
     def _serve_queued(self) -> None:
         queued, self.queued = self.queued, []
-        oldest = self.clock.seconds() - self.cfg.request_timeout
+        oldest = self.clock.seconds() - self.cfg.timing.request_timeout
         fresh = [(envelope, body) for at, envelope, body in queued if at >= oldest]
         if len(fresh) < len(queued):
             log.info("dropped {n} client requests queued during catch-up for longer than "
                      "{t} s: their clients have retried by now", n=len(queued) - len(fresh),
-                     t=self.cfg.request_timeout)
+                     t=self.cfg.timing.request_timeout)
         for envelope, body in fresh:
             self._on_client(envelope, body)
 
@@ -398,31 +405,10 @@ class Replication:
         if not self.ready:
             return
         for peer in list(self.peers.values()):
-            try:
-                n = yield self.pull_from(peer)
-            except Exception as e:
-                self._peer_down(peer, str(e))
-                continue
+            n = yield self._pull_or_mark_down(peer)
             if n:
                 log.info("anti-entropy: {n} missing operations from {peer}", n=n,
                          peer=peer.name)
-
-    def _resumed_from_pause(self) -> bool:
-        """A long gap since the last tick means we were stopped (SIGSTOP) or starved: the
-        others went on without us. Checked on every client request too, because after a
-        pause the reactor handles the queued requests before any timer."""
-        now = self.clock.seconds()
-        gap, self._last_tick = now - self._last_tick, now
-        if gap > max(1.0, 4 * self.cfg.heartbeat_interval):
-            log.warn("{name} was paused for {gap:.1f} s: catching up before serving",
-                     name=self.cfg.name, gap=gap)
-            return True
-        return False
-
-    def watch_for_pause(self) -> defer.Deferred | None:
-        if self.ready and self._resumed_from_pause():
-            return self.catch_up("a pause")
-        return None
 
 
 def _chunks(ops: list[Op], budget: int) -> Iterator[list[Op]]:

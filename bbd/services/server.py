@@ -27,12 +27,15 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
-from bbd import auth, config, protocol
+from bbd import auth, opkinds, protocol
+from bbd.catchup import Action as CatchUpAction
+from bbd.catchup import BeginCatchUp, CatchUp, Paused, ServingChanged
 from bbd.commit import GroupCommit
+from bbd.config import Timing
 from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
-from bbd.protocol import ProtocolError, Request
+from bbd.protocol import PeerUnavailable, ProtocolError, Request
 from bbd.services.replication import Peer, Replication
 from bbd.services.responder import Responder, call
 from bbd.services.waiters import Waiters
@@ -55,22 +58,11 @@ class ServerConfig:
     sync_port: int
     replication_port: int
     max_bytes: int
-    heartbeat_interval: float
-    request_timeout: float
-    peer_timeout: float
-    anti_entropy_interval: float
-    snapshot_interval: float
-    reload_interval: float
-    clock_skew: float = 0.0
+    timing: Timing  # every interval and timeout (etc/bbd.toml, with --timing overrides)
+    clock_skew: float = 0.0  # demo knobs: a physical clock started wrong, or drifting
     clock_drift: float = 0.0
-    berkeley_interval: float = 10.0
-    berkeley_every: int = 10
-    election_answer_timeout: float = 0.5
-    election_announce_timeout: float = 1.5
-    reference_patience: float = 5.0  # seconds at start before a silent reference is logged
     routing: str = "readiness"  # the broker's: readiness (worker link) or round-robin
     credit: int = 32  # requests the broker may have in flight here
-    broker_heartbeat: float = 0.25
     keys: auth.Keys | None = None  # None: authentication off (--no-auth)
 
     def endpoint(self, port: int) -> str:
@@ -84,7 +76,9 @@ class BoardServer(Replication, service.Service):
         self.clock = clock
         self.exit = exit or _stop_reactor
         self.lamport = LamportClock()
-        self.physical = PhysicalClock(skew=cfg.clock_skew, drift=cfg.clock_drift)
+        # One clock for everything: the reactor's (a task.Clock in tests), and the physical
+        # clock built on it.
+        self.physical = PhysicalClock(clock.seconds, skew=cfg.clock_skew, drift=cfg.clock_drift)
         self.responder = Responder(self.lamport, self.physical.now, log)
         self.client_responder = Responder(self.lamport, self.physical.now, log, clients=True)
         self.board = Board(cfg.name)
@@ -94,8 +88,10 @@ class BoardServer(Replication, service.Service):
         self.rank: int | None = None
         self.peers: dict[str, Peer] = {}
         self.frontend = None
-        self.ready = False
-        self.catching_up = False
+        # Whether to serve clients: caught up, paused, cut off (bbd/catchup.py).
+        self.catchup = CatchUp(clock, pause_threshold=max(1.0, 4 * cfg.timing.heartbeat_interval),
+                               check_interval=cfg.timing.pause_check_interval)
+        self._tick_call: Any = None  # the catch-up machine's next tick
         # Client requests that arrived while catching up: (arrival, envelope, body).
         self.queued: list[tuple[float, list[bytes], bytes]] = []
         self.settling: dict[str, Waiters] = {}  # own ops between proposal and reply, by id
@@ -110,13 +106,10 @@ class BoardServer(Replication, service.Service):
         self._outbox_call: Any = None
         self.files_at = -1  # board.applied when the data files last reached the disk
         self.files_error: str | None = None
-        self._snapshotting = False
+        self._flushing = False
         self.handled = 0
-        self._last_tick = clock.seconds()  # for pause detection
-        self._reference_lost = False
         self._reference_warned = False  # a line said so; the next success says it is back
         self._started_at = clock.seconds()
-        self._cut_off = False
         self.factory = None
         self.guard: auth.Guard | None = None
         self.token = ""  # proves to the reference that our name is ours
@@ -134,15 +127,54 @@ class BoardServer(Replication, service.Service):
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        """Caught up and serving clients."""
+        return self.catchup.ready
 
-    @ready.setter
-    def ready(self, value: bool) -> None:
-        """Serving clients or not; the broker is told at once (catch-up sets this)."""
-        self._ready = value
-        tell = getattr(self.frontend, "set_ready", None)  # the worker link, not a plain ROUTER
-        if tell is not None:
-            tell(value)
+    def _carry_out(self, actions: list[CatchUpAction]) -> defer.Deferred | None:
+        """Do what the catch-up machine says; the catch-up it began, if any."""
+        began = None
+        for action in actions:
+            if isinstance(action, Paused):
+                log.warn("{name} was paused for {gap:.1f} s: catching up before serving",
+                         name=self.cfg.name, gap=action.gap)
+            elif isinstance(action, BeginCatchUp):
+                began = self.catch_up(action.why)
+            elif isinstance(action, ServingChanged):
+                tell = getattr(self.frontend, "set_ready", None)  # the worker link only
+                if tell is not None:
+                    tell(action.serving)  # the broker is told at once
+                if action.serving:
+                    self._serve_queued()
+                self._schedule_tick()
+        return began
+
+    def _schedule_tick(self) -> None:
+        """One timer at the machine's next deadline (pause detection while serving)."""
+        if self._tick_call is not None and self._tick_call.active():
+            self._tick_call.cancel()
+        self._tick_call = None
+        when = self.catchup.next_deadline()
+        if when is not None and self.running:
+            self._tick_call = self.clock.callLater(max(0.0, when - self.clock.seconds()),
+                                                   self._tick)
+
+    def _tick(self) -> None:
+        self._tick_call = None
+        began = self._carry_out(self.catchup.tick())
+        if began is not None:
+            began.addErrback(lambda f: log.failure("catch-up after a pause failed", f))
+        self._schedule_tick()
+
+    def _resumed_from_pause(self) -> bool:
+        """A long gap since the last tick means we were stopped (SIGSTOP) or starved: the
+        others went on without us. Checked on every client request too, because after a
+        pause the reactor handles the queued requests before any timer. True if a
+        catch-up began."""
+        began = self._carry_out(self.catchup.tick())
+        if began is None:
+            return False
+        began.addErrback(lambda f: log.failure("catch-up after a pause failed", f))
+        return True
 
     # -- start and stop --------------------------------------------------------------
 
@@ -160,10 +192,10 @@ class BoardServer(Replication, service.Service):
         self.guard = auth.Guard(self.factory.context, self.cfg.keys,
                                 auth.threadsafe_refusal_logger(log, self.cfg.name)).start()
         inbound, outbound = auth.server_options(self.cfg.keys), auth.client_options(self.cfg.keys)
-        self.replication = sockets.RouterServer(
+        self.replication_router = sockets.RouterServer(
             self.factory, [sockets.bind(f"tcp://{self.cfg.bind}:{self.cfg.replication_port}")],
             self._on_replication, mb, inbound)
-        self.sync = sockets.RouterServer(
+        self.sync_router = sockets.RouterServer(
             self.factory, [sockets.bind(f"tcp://{self.cfg.bind}:{self.cfg.sync_port}")],
             self._on_sync, mb, inbound)
         self.publisher = sockets.Publisher(
@@ -216,7 +248,7 @@ class BoardServer(Replication, service.Service):
         while self.running and self.rank is None:
             yield self.heartbeat()
             if self.rank is None:
-                yield _sleep(self.clock, self.cfg.heartbeat_interval)
+                yield _sleep(self.clock, self.cfg.timing.heartbeat_interval)
         if not self.running:
             return
         yield self.catch_up("start")
@@ -230,8 +262,9 @@ class BoardServer(Replication, service.Service):
         else:
             self.frontend = sockets.BrokerWorker(
                 self.factory, self.cfg.broker, self._on_client, name=self.cfg.name,
-                credit=self.cfg.credit, clock=self.clock, heartbeat=self.cfg.broker_heartbeat,
-                ready=self.ready, max_bytes=self.cfg.max_bytes, security=security)
+                credit=self.cfg.credit, clock=self.clock,
+                heartbeat=self.cfg.timing.broker_heartbeat, ready=self.ready,
+                max_bytes=self.cfg.max_bytes, security=security)
         log.info("{name} (rank {rank}) serving clients via {broker}", name=self.cfg.name,
                  rank=self.rank, broker=self.cfg.broker)
         if self.coordination is not None:
@@ -239,6 +272,9 @@ class BoardServer(Replication, service.Service):
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
+        if self._tick_call is not None and self._tick_call.active():
+            self._tick_call.cancel()
+        self._tick_call = None
         return self._stop()
 
     @defer.inlineCallbacks
@@ -249,7 +285,7 @@ class BoardServer(Replication, service.Service):
         # Writes in flight finish replicating before the links to the peers close: one
         # decided without them would be granted here alone (found by the nemesis: a
         # channel name granted twice across a SIGTERM, no partition involved).
-        deadline = self.clock.seconds() + 2 * self.cfg.peer_timeout
+        deadline = self.clock.seconds() + 2 * self.cfg.timing.peer_timeout
         while self.settling and self.clock.seconds() < deadline:
             yield _sleep(self.clock, 0.01)
         for peer in self.peers.values():
@@ -258,7 +294,7 @@ class BoardServer(Replication, service.Service):
         while not self.committer.idle():
             yield _sleep(self.clock, 0.01)
         try:
-            self.write_files()
+            self.flush_files_now()
         except OSError as e:
             log.error("data files not written at stop ({why}); the journal has everything",
                       why=str(e))
@@ -276,7 +312,8 @@ class BoardServer(Replication, service.Service):
         # A link still coming up (a peer just listed or restarted) gets the timeout to
         # connect: failing at once would leave that peer out of the write.
         return call(client, service_, data, lamport=self.lamport, now=self.physical.now,
-                    timeout=self.cfg.peer_timeout, connect_wait=self.cfg.peer_timeout)
+                    timeout=self.cfg.timing.peer_timeout,
+                    connect_wait=self.cfg.timing.peer_timeout)
 
     @defer.inlineCallbacks
     def periodic_heartbeat(self) -> Any:
@@ -285,13 +322,12 @@ class BoardServer(Replication, service.Service):
         must not drop us from its list. Coming back from a cut-off (the reference
         unreachable, or it had written us off) means the others may have gone on without
         us: catch up before serving again."""
-        if not (self.ready or self.catching_up):
+        if not self.catchup.heartbeats():
             return
         yield self.heartbeat()
-        if self._cut_off and self.ready and self.rank is not None \
-                and not self._reference_lost:
-            self._cut_off = False
-            yield self.catch_up("a cut-off from the reference")
+        began = self._carry_out(self.catchup.heartbeat_done(registered=self.rank is not None))
+        if began is not None:
+            yield began
 
     @defer.inlineCallbacks
     def heartbeat(self) -> Any:
@@ -302,7 +338,10 @@ class BoardServer(Replication, service.Service):
                     "user": self.cfg.name, "token": self.token,
                     "sync": self.cfg.endpoint(self.cfg.sync_port),
                     "replication": self.cfg.endpoint(self.cfg.replication_port)})
-                self.rank = int(reply["rank"])
+                if not protocol.is_count(reply.get("rank")):
+                    raise ProtocolError(f"reference replied without a rank: {reply!r:.80}",
+                                        "rank")
+                self.rank = reply["rank"]
                 log.info("{name} registered with rank {rank}", name=self.cfg.name,
                          rank=self.rank)
             else:
@@ -312,34 +351,39 @@ class BoardServer(Replication, service.Service):
                     log.warn("reference does not know {name}: registering again",
                              name=self.cfg.name)
                     self.rank = None
-                    self._cut_off = True
+                    self.catchup.written_off()
                     return
             reply = yield self._ask(self.reference, "list", {})
             self._update_peers(reply.get("list") or [], reply.get("registered"))
             if self._reference_warned:
                 log.info("reference {ref} reachable again", ref=self.cfg.reference)
-            self._reference_lost = self._reference_warned = False
-        except Exception as e:
-            self._reference_lost = self._cut_off = True
+            self.catchup.reference_answered()
+            self._reference_warned = False
+        except (PeerUnavailable, ProtocolError) as e:
+            self.catchup.reference_failed()
             if not self.running or self._reference_warned:
                 return  # stopping, or already said: log changes, not repetitions
             if self.ready:
                 log.warn("reference {ref} unreachable ({why}); keeping the last peer list",
                          ref=self.cfg.reference, why=str(e))
                 self._reference_warned = True
-            elif self.clock.seconds() - self._started_at > self.cfg.reference_patience:
+            elif self.clock.seconds() - self._started_at > self.cfg.timing.reference_patience:
                 # At start the reference is often still starting too: only a long wait is
                 # worth a line.
                 log.warn("still waiting for the reference {ref} after {s:.0f} s ({why})",
                          ref=self.cfg.reference, s=self.clock.seconds() - self._started_at,
                          why=str(e))
                 self._reference_warned = True
+        except Exception:
+            # A bug here, not the reference: its traceback, and the reference counted as
+            # lost (so a catch-up follows once it works), never "unreachable" alone.
+            log.failure("{name}: registration or heartbeat failed", name=self.cfg.name)
+            self.catchup.reference_failed()
 
     # -- client requests -------------------------------------------------------------
 
     def _on_client(self, envelope: list[bytes], body: bytes) -> None:
-        if self.ready and self._resumed_from_pause():
-            self.catch_up("a pause")
+        self._resumed_from_pause()  # a tick of the catch-up machine: paused?
         if not self.ready:
             self._queue(envelope, body)
             return
@@ -446,7 +490,7 @@ class BoardServer(Replication, service.Service):
             del self.settling[op.id]
             settling.fire()
         result = self._result(service_, op, subject, retry=False)
-        if self.board.visible(op) and kind in ("publish", "message"):
+        if self.board.visible(op) and opkinds.published(kind):
             self._announce(op)
         return result
 
@@ -488,47 +532,37 @@ class BoardServer(Replication, service.Service):
             self.storage_error = None
 
     def _announce(self, op: Op) -> None:
-        f = op.fields
-        if op.kind == "publish":
-            topic = f["channel"]
-            payload = {"service": "publish", "user": f["user"], "channel": f["channel"],
-                       "message": f["message"]}
-        else:
-            # "from"/"to" for the dialect some clients of the standard read.
-            topic = f["dst"]
-            payload = {"service": "message", "src": f["src"], "dst": f["dst"],
-                       "user": f["src"], "from": f["src"], "to": f["dst"],
-                       "message": f["message"]}
-        payload.update(timestamp=op.timestamp, clock=op.clock, id=op.id)
+        topic, payload = opkinds.publication(op, op.kind)
         if not self.publisher.publish(topic, protocol.encode(payload)):
             log.warn("publication of {op} dropped: proxy queue full", op=op.id)
 
     # -- files -----------------------------------------------------------------------
 
-    def write_files(self) -> None:
+    def flush_files_now(self) -> None:
+        """Bring the data files up to date here and now (at stop, on the reactor)."""
         if self.board.applied == self.files_at and not self.files.pending():
             return
         at = self.board.applied
         self.files.apply(self.files.take(self.board))
         self.files_at = at
 
-    def snapshot(self) -> defer.Deferred | None:
+    def flush_files(self) -> defer.Deferred | None:
         """Bring the four JSON files up to date if anything changed: the changed entries
         are taken here, rendered and written (in place, behind an atomic rename) in a
         thread. A failed write (full disk) is logged once and tried again next time."""
         at = self.board.applied
-        if (at == self.files_at and not self.files.pending()) or self._snapshotting:
+        if (at == self.files_at and not self.files.pending()) or self._flushing:
             return None
         from twisted.internet import threads
 
-        self._snapshotting = True
+        self._flushing = True
         batch = self.files.take(self.board)  # O(changed entries)
         d = threads.deferToThread(self.files.apply, batch)
         d.addCallbacks(self._files_written, self._files_failed, callbackArgs=(at,))
-        return d.addBoth(self._snapshot_done)
+        return d.addBoth(self._flush_done)
 
-    def _snapshot_done(self, _: Any) -> None:
-        self._snapshotting = False
+    def _flush_done(self, _: Any) -> None:
+        self._flushing = False
 
     def _files_written(self, _: Any, at: int) -> None:
         self.files_at = at
@@ -563,7 +597,7 @@ class BoardServer(Replication, service.Service):
         handlers = {"clock": self._clock, "status": self._status}
         if self.coordination is not None:
             handlers.update(self.coordination.handlers())
-        self.responder.handle(lambda out: self.sync.reply(envelope, out), body, handlers)
+        self.responder.handle(lambda out: self.sync_router.reply(envelope, out), body, handlers)
 
     def _clock(self, req: Request) -> dict[str, Any]:
         return {"time": self.physical.now()}
@@ -608,8 +642,10 @@ class Options(SecureDaemonOptions):
         ["bind", None, "127.0.0.1", "interface for the sync and replication ports ('*': all)"],
         ["host", None, None, "address peers reach this server at (default: $BBD_HOST, else "
          "--bind, or the host name when binding all)"],
-        ["sync-port", None, config.port("sync"), "clock/election/Berkeley/status port", int],
-        ["replication-port", None, config.port("replication"), "replication port", int],
+        ["sync-port", None, None, "clock/election/Berkeley/status port (default: [ports] "
+         "sync)", int],
+        ["replication-port", None, None, "replication port (default: [ports] replication)",
+         int],
         ["clock-skew", None, 0.0, "start with the physical clock this many seconds off", float],
         ["clock-drift", None, 0.0, "physical clock drift, seconds per second", float],
         ["metrics-port", None, 0, "Prometheus /metrics on this port, on --bind (0: off)", int],
@@ -617,6 +653,8 @@ class Options(SecureDaemonOptions):
          "and credit) or round-robin (plain ROUTER behind today's relay)"],
         ["credit", None, 32, "requests the broker may have in flight at this server", int],
     ]
+
+    config_ports = {"sync-port": "sync", "replication-port": "replication"}
 
     def postOptions(self) -> None:
         super().postOptions()
@@ -641,37 +679,24 @@ def _interface(bind: str) -> str:
 def makeService(options: Options) -> service.MultiService:
     from bbd.services.timers import every
 
-    t = config.timing
+    t: Timing = options["timing"]
     cfg = ServerConfig(
         name=options["name"], data_dir=Path(options["data"]), broker=options["broker"],
         publish=options["publish"], subscribe=options["subscribe"],
         reference=options["reference"], bind=options["bind"], host=options["host"],
         sync_port=options["sync-port"], replication_port=options["replication-port"],
-        max_bytes=options["max-bytes"], heartbeat_interval=t("heartbeat_interval"),
-        request_timeout=t("request_timeout"),
-        peer_timeout=t("peer_timeout"), anti_entropy_interval=t("anti_entropy_interval"),
-        snapshot_interval=t("snapshot_interval"), reload_interval=t("reload_interval"),
+        max_bytes=options["max-bytes"], timing=t,
         clock_skew=options["clock-skew"], clock_drift=options["clock-drift"],
-        berkeley_interval=t("berkeley_interval"),
-        berkeley_every=int(t("berkeley_every_messages")),
-        election_answer_timeout=t("election_answer_timeout"),
-        election_announce_timeout=t("election_announce_timeout"),
-        routing=options["routing"], credit=options["credit"],
-        broker_heartbeat=t("broker_heartbeat"), keys=options["auth"],
+        routing=options["routing"], credit=options["credit"], keys=options["auth"],
     )
     top = service.MultiService()
     server = BoardServer(cfg)
     server.setServiceParent(top)
-    from bbd.services.coordination import Coordinator
+    from bbd.services.coordination import CoordinationService
 
     # After the server in the MultiService: it starts once the server's socket factory
     # exists, and stops (closing its subscriber) before the server shuts the factory down.
-    coordination = server.coordination = Coordinator(
-        server, announce_interval=t("announce_interval"),
-        coordinator_timeout=t("coordinator_timeout"),
-        check_interval=t("coordinator_check_interval"),
-        min_round_gap=t("berkeley_min_gap"), max_rtt=t("berkeley_max_rtt"),
-        outlier_threshold=t("berkeley_outlier_threshold"))
+    coordination = server.coordination = CoordinationService(server, t)
     coordination.setServiceParent(top)
     if options["metrics-port"]:
         from bbd import metrics
@@ -680,13 +705,12 @@ def makeService(options: Options) -> service.MultiService:
             .setServiceParent(top)
     # Timers start after the server (MultiService order) and stop before it.
     for interval, fn, what in [
-        (cfg.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),
-        (cfg.snapshot_interval, server.snapshot, "JSON snapshot"),
-        (cfg.reload_interval, server.reload, "JSON reload"),
-        (cfg.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
-        (0.2, server.watch_for_pause, "pause watch"),
-        (coordination.check_interval, coordination.check_coordinator, "coordinator check"),
-        (cfg.berkeley_interval, coordination.berkeley_tick, "Berkeley round"),
+        (t.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),
+        (t.snapshot_interval, server.flush_files, "data files flush"),
+        (t.reload_interval, server.reload, "JSON reload"),
+        (t.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
+        (t.coordinator_check_interval, coordination.check_coordinator, "coordinator check"),
+        (t.berkeley_interval, coordination.berkeley_tick, "Berkeley round"),
     ]:
-        every(interval, fn, what).setServiceParent(top)
+        every(interval, fn, what, clock=server.clock).setServiceParent(top)
     return top
