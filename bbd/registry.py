@@ -85,6 +85,20 @@ class Registry:
         server.last_seen = now
         return True
 
+    def leave(self, name: str, token: str | None = None) -> bool:
+        """A server stopping on purpose takes itself off the live list at once (it keeps
+        its rank and endpoints). False if it was not live; Refused without its owner's
+        token (nobody takes another server off the list)."""
+        server = self.servers.get(name)
+        if server is None:
+            return False
+        if server.token_hash is not None and not (
+                token and hmac.compare_digest(token_hash(token), server.token_hash)):
+            raise Refused(f"leave for '{name}' without its owner's token")
+        was_live = server.last_seen is not None
+        server.last_seen = None
+        return was_live
+
     def is_live(self, server: Server, now: float) -> bool:
         return server.last_seen is not None and now - server.last_seen <= self.expiry
 

@@ -133,3 +133,20 @@ def test_an_unclaimed_name_is_claimed_by_the_first_token() -> None:
     with pytest.raises(Refused):
         reg.rank("old", {"sync": "tcp://x:1"}, 2.0)
     assert reg.registered() == [{"name": "old", "rank": 1, **EP}]
+
+
+def test_a_server_that_leaves_is_off_the_list_at_once_and_keeps_its_rank() -> None:
+    from bbd.registry import Refused
+
+    reg = Registry(EXPIRY)
+    reg.rank("s1", EP, 0.0, token="t1")
+    reg.rank("s2", EP, 0.0, token="t2")
+    with pytest.raises(Refused):
+        reg.leave("s1", token="t2")  # nobody takes another server off the list
+    assert [e["name"] for e in reg.live(1.0)] == ["s1", "s2"]
+    assert reg.leave("s1", token="t1")
+    assert [e["name"] for e in reg.live(1.0)] == ["s2"]  # not after the expiry: now
+    assert not reg.leave("s1", token="t1")  # already off
+    assert reg.expire(100.0) == [reg.servers["s2"]]  # s1 is not reported gone twice
+    assert reg.rank("s1", EP, 101.0, token="t1") == (1, False)  # back with its rank
+    assert not reg.leave("nobody")

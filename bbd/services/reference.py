@@ -64,7 +64,8 @@ class ReferenceService(service.Service):
             self.factory = None
 
     def _on_request(self, envelope: list[bytes], body: bytes) -> None:
-        handlers = {"rank": self._rank, "list": self._list, "heartbeat": self._heartbeat}
+        handlers = {"rank": self._rank, "list": self._list, "heartbeat": self._heartbeat,
+                    "leave": self._leave}
         self.responder.handle(lambda out: self.conn.reply(envelope, out), body, handlers)
 
     def _rank(self, req: Request) -> dict[str, Any]:
@@ -106,6 +107,24 @@ class ReferenceService(service.Service):
             return {"status": "unknown"}
         if not was_live:
             log.info("server {name} (rank {rank}) is live", name=name, rank=server.rank)
+        return {"status": "OK"}
+
+    def _leave(self, req: Request) -> dict[str, Any]:
+        """(Extension) a server stopping on purpose: off the live list now, not after the
+        heartbeat expiry, so its peers stop sending to it at their next list."""
+        name = req.data.get("user")
+        if not isinstance(name, str):
+            raise ProtocolError("missing field 'user'", "leave")
+        token = req.data.get("token") if isinstance(req.data.get("token"), str) else None
+        try:
+            was_live = self.registry.leave(name, token)
+        except Refused as e:
+            log.warn("refused leave: {why}", why=str(e))
+            raise ProtocolError(str(e), "leave") from None
+        if was_live:
+            server = self.registry.servers[name]
+            log.info("server {name} (rank {rank}) is stopping: off the list", name=name,
+                     rank=server.rank)
         return {"status": "OK"}
 
     def expire(self) -> None:
