@@ -27,6 +27,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _check_owner(server: Server, token: str | None, what: str) -> None:
+    """Refused unless ``token`` is the one that claimed the name (or nobody claimed it)."""
+    if server.token_hash is not None and not (
+            token and hmac.compare_digest(token_hash(token), server.token_hash)):
+        raise Refused(f"{what} for '{server.name}' without its owner's token")
+
+
 @dataclass
 class Server:
     name: str
@@ -79,9 +86,7 @@ class Registry:
         server = self.servers.get(name)
         if server is None:
             return False
-        if server.token_hash is not None and not (
-                token and hmac.compare_digest(token_hash(token), server.token_hash)):
-            raise Refused(f"heartbeat for '{name}' without its owner's token")
+        _check_owner(server, token, "heartbeat")
         server.last_seen = now
         return True
 
@@ -92,9 +97,7 @@ class Registry:
         server = self.servers.get(name)
         if server is None:
             return False
-        if server.token_hash is not None and not (
-                token and hmac.compare_digest(token_hash(token), server.token_hash)):
-            raise Refused(f"leave for '{name}' without its owner's token")
+        _check_owner(server, token, "leave")
         was_live = server.last_seen is not None
         server.last_seen = None
         return was_live
