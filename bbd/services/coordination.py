@@ -45,7 +45,7 @@ Berkeley (extension messages ``adjust`` and ``berkeley``):
   all servers, so counting only the coordinator's own messages would run rounds at a third
   of the standard's rate). Rounds never overlap; triggers closer together than
   ``min_round_gap`` are merged into one round at the end of the gap, which bounds the
-  sync-port traffic under heavy load.
+  sync-port traffic under heavy load. The schedule is the pure machine in bbd/rounds.py.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from bbd.berkeley import Reading, RoundResult, compute_round
 from bbd.config import Timing
 from bbd.election import Action, Announce, Bully, CoordinatorChanged, SendElection
 from bbd.protocol import PeerUnavailable, ProtocolError, Request
+from bbd.rounds import RoundSchedule, StartRound
 from bbd.services.responder import call
 
 log = Logger()
@@ -102,10 +103,9 @@ class CoordinationService(service.Service):
         self._actions: deque[tuple[Bully, Action]] = deque()
         self._draining = False
         self._tick_call: Any = None
-        self._round_running = False
-        self._round_again: str | None = None
+        # When Berkeley rounds run (bbd/rounds.py); _round_later is its next deadline's timer.
+        self.schedule = RoundSchedule(self.clock, min_gap=timing.berkeley_min_gap)
         self._round_later: Any = None
-        self._last_round = -math.inf
         self._announced_ranks: dict[str, int] = {}  # heard on `servers`, for the log
         self._watched: list[Any] = []  # peers' sync clients whose links we watch
         self._sent: dict[str, tuple[int, float]] = {}  # follower -> (round, delta) last sent
@@ -447,34 +447,45 @@ class CoordinationService(service.Service):
         return self.request_round("timer")
 
     def request_round(self, why: str) -> defer.Deferred | None:
-        """Run a round now if this server coordinates, merging triggers that come while one
-        runs or within ``min_round_gap`` of the last."""
-        if not self.running or self.bully is None or not self.bully.is_coordinator:
+        """Run a round now if this server coordinates; the schedule (bbd/rounds.py) merges
+        triggers that come while one runs or within ``min_round_gap`` of the last."""
+        if not self._coordinates():
             return None
-        if self._round_running:
-            self._round_again = self._round_again or why
-            return None
-        wait = self._last_round + self.timing.berkeley_min_gap - self.clock.seconds()
-        if wait > 0:
-            if self._round_later is None:
-                self._round_later = self.clock.callLater(wait, self._round_after_gap, why)
-            return None
-        self._round_running = True
-        self._last_round = self.clock.seconds()
-        d = self._round(why)
-        d.addErrback(lambda f: log.failure("Berkeley round failed", f))
-        d.addBoth(self._round_done)
-        return d
+        return self._start_rounds(self.schedule.request(why))
 
-    def _round_after_gap(self, why: str) -> None:
+    def _coordinates(self) -> bool:
+        return self.running and self.bully is not None and self.bully.is_coordinator
+
+    def _start_rounds(self, actions: list[StartRound]) -> defer.Deferred | None:
+        """Carry out the schedule's actions (at most one round); the round started, if any."""
+        started = None
+        for action in actions:
+            started = self._round(action.why)
+            started.addErrback(lambda f: log.failure("Berkeley round failed", f))
+            started.addBoth(self._round_done)
+        self._schedule_round_tick()
+        return started
+
+    def _schedule_round_tick(self) -> None:
+        """One timer at the schedule's next deadline (a merged trigger)."""
+        if self._round_later is not None and self._round_later.active():
+            self._round_later.cancel()
         self._round_later = None
-        self.request_round(why)
+        when = self.schedule.next_deadline()
+        if when is not None and self.running:
+            self._round_later = self.clock.callLater(max(0.0, when - self.clock.seconds()),
+                                                     self._round_tick)
+
+    def _round_tick(self) -> None:
+        self._round_later = None
+        if not self._coordinates():
+            self.schedule.drop_pending()
+        self._start_rounds(self.schedule.tick())
 
     def _round_done(self, _: Any) -> None:
-        self._round_running = False
-        again, self._round_again = self._round_again, None
-        if again is not None:
-            self.request_round(again)
+        if not self._coordinates():
+            self.schedule.drop_pending()
+        self._start_rounds(self.schedule.finished())
 
     @defer.inlineCallbacks
     def _round(self, why: str) -> Any:
