@@ -106,6 +106,7 @@ class CoordinationService(service.Service):
         # When Berkeley rounds run (bbd/rounds.py); _round_later is its next deadline's timer.
         self.schedule = RoundSchedule(self.clock, min_gap=timing.berkeley_min_gap)
         self._round_later: Any = None
+        self._round_under_way: defer.Deferred | None = None  # the stop waits for it
         self._announced_ranks: dict[str, int] = {}  # heard on `servers`, for the log
         self._watched: list[Any] = []  # peers' sync clients whose links we watch
         self._sent: dict[str, tuple[int, float]] = {}  # follower -> (round, delta) last sent
@@ -122,7 +123,7 @@ class CoordinationService(service.Service):
                 self.on_publication)
         self._activate()
 
-    def stopService(self) -> None:
+    def stopService(self) -> defer.Deferred:
         super().stopService()
         for call_ in (self._tick_call, self._round_later):
             if call_ is not None and call_.active():
@@ -134,6 +135,13 @@ class CoordinationService(service.Service):
         if self.subscriber is not None and self.subscriber.socket is not None:
             self.subscriber.shutdown()
         self.subscriber = None
+        # A round under way ends (its requests time out at worst) before the stop is done.
+        ended: defer.Deferred = defer.Deferred()
+        if self._round_under_way is None:
+            ended.callback(None)
+        else:
+            self._round_under_way.addBoth(lambda result: ended.callback(None) or result)
+        return ended
 
     # -- hooks called by BoardServer ---------------------------------------------------
 
@@ -463,6 +471,8 @@ class CoordinationService(service.Service):
             started = self._round(action.why)
             started.addErrback(lambda f: log.failure("Berkeley round failed", f))
             started.addBoth(self._round_done)
+            if not started.called:
+                self._round_under_way = started
         self._schedule_round_tick()
         return started
 
@@ -483,6 +493,7 @@ class CoordinationService(service.Service):
         self._start_rounds(self.schedule.tick())
 
     def _round_done(self, _: Any) -> None:
+        self._round_under_way = None
         if not self._coordinates():
             self.schedule.drop_pending()
         self._start_rounds(self.schedule.finished())

@@ -135,8 +135,30 @@ class Replication:
         d: defer.Deferred = defer.Deferred()
         self._outbox.append((op, d))
         if self._outbox_call is None:
-            self._outbox_call = self.clock.callLater(0, self._send_outbox)
+            self._outbox_call = self.clock.callLater(0, self._outbox_due)
         return d
+
+    def _outbox_due(self) -> defer.Deferred:
+        """Send the outbox, keeping the send until it ends (the stop waits for it)."""
+        d = self._send_outbox()
+        self._sends.add(d)
+
+        def ended(result: Any) -> Any:
+            self._sends.discard(d)
+            return result
+
+        return d.addBoth(ended)
+
+    def outbox_sent(self) -> defer.Deferred:
+        """At stop: a send still waiting for its turn is made now (its timer cancelled, so
+        none is left behind); fires after the last send ended, when every write waiting
+        for its replicates has been answered."""
+        call_ = self._outbox_call
+        if call_ is not None and hasattr(call_, "cancel") and call_.active():
+            call_.cancel()
+            self._outbox_due()
+        sends = list(self._sends)
+        return defer.gatherResults(sends) if sends else defer.succeed(None)
 
     @defer.inlineCallbacks
     def _send_outbox(self) -> Any:

@@ -104,6 +104,7 @@ class BoardServer(Replication, service.Service):
         self.storage_error: str | None = None  # why the journal last failed, until it works
         self._outbox: list[tuple[Op, defer.Deferred]] = []
         self._outbox_call: Any = None
+        self._sends: set[defer.Deferred] = set()  # outbox sends under way
         self.files_at = -1  # board.applied when the data files last reached the disk
         self.files_error: str | None = None
         self._flushing = False
@@ -288,6 +289,7 @@ class BoardServer(Replication, service.Service):
         deadline = self.clock.seconds() + 2 * self.cfg.timing.peer_timeout
         while self.settling and self.clock.seconds() < deadline:
             yield _sleep(self.clock, 0.01)
+        yield self.outbox_sent()
         for peer in self.peers.values():
             self._close_peer(peer)
         # Let in-flight journal batches finish, then write the files once more.
