@@ -181,14 +181,14 @@ class CoordinationService(service.Service):
             self.request_round(f"{count} client messages")
             return
         target = bully.coordinator
-        d = self._ask(target, "berkeley", {"name": self.name, "handled": count},
+        d = self._ask(target, "berkeley", {"name": self.own_name, "handled": count},
                       self.timing.peer_timeout)
         d.addErrback(self._coordinator_silent, target, "berkeley")
 
     # -- election ----------------------------------------------------------------------
 
     @property
-    def name(self) -> str:
+    def own_name(self) -> str:
         return self.server.cfg.name
 
     def _ranks(self) -> dict[str, int]:
@@ -207,12 +207,12 @@ class CoordinationService(service.Service):
             return
         t = self.timing
         self.bully = Bully(
-            self.name, rank, self.clock, self._ranks(),
+            self.own_name, rank, self.clock, self._ranks(),
             answer_timeout=t.election_answer_timeout,
             announce_timeout=t.election_announce_timeout,
             announce_interval=t.announce_interval,
             coordinator_timeout=t.coordinator_timeout)
-        log.info("election: {name} (rank {rank}) starting, {n} peers known", name=self.name,
+        log.info("election: {name} (rank {rank}) starting, {n} peers known", name=self.own_name,
                  rank=rank, n=len(self.bully.peers))
         self._run(self.bully.start())
 
@@ -248,7 +248,7 @@ class CoordinationService(service.Service):
         if name is None:
             log.info("election: coordinator unknown, election under way ({phase})",
                      phase=bully.phase.value)
-        elif name == self.name:
+        elif name == self.own_name:
             log.info("elected {coordinator} (rank {rank}): this server coordinates",
                      coordinator=name, rank=bully.rank)
             self.request_round("elected")
@@ -324,7 +324,7 @@ class CoordinationService(service.Service):
         timeout = self.timing.election_answer_timeout
         peer = self.server.peers.get(to)
         lost = getattr(getattr(peer, "sync_client", None), "lost", False)
-        d = self._ask(to, "election", {"name": self.name, "rank": bully.rank}, timeout,
+        d = self._ask(to, "election", {"name": self.own_name, "rank": bully.rank}, timeout,
                       connect_wait=0.0 if lost else timeout)
         d.addCallbacks(answered, failed)
 
@@ -365,7 +365,7 @@ class CoordinationService(service.Service):
         rank = rank if protocol.is_count(rank) else None
         if rank is not None:
             self._announced_ranks[name] = rank  # for the log, before the reference lists it
-        if name == self.bully.coordinator or name == self.name:
+        if name == self.bully.coordinator or name == self.own_name:
             self._run(self.bully.announcement_received(name, rank))
             return
         # Anyone may publish on the proxy when authentication is off: a change of
@@ -411,7 +411,7 @@ class CoordinationService(service.Service):
                  peer=sender or "?", from_rank=rank, answer="OK" if ok else "declined")
         self._run(actions)
         if not ok:
-            raise ProtocolError(f"{self.name} (rank {bully.rank}) does not outrank the sender",
+            raise ProtocolError(f"{self.own_name} (rank {bully.rank}) does not outrank the sender",
                                 "election")
         return {"election": "OK"}
 
@@ -510,18 +510,18 @@ class CoordinationService(service.Service):
         if bully is None or not bully.is_coordinator:
             log.info("Berkeley round ({why}) abandoned: no longer coordinator", why=why)
             return None
-        result = compute_round(self.name, readings, max_rtt=self.timing.berkeley_max_rtt,
+        result = compute_round(self.own_name, readings, max_rtt=self.timing.berkeley_max_rtt,
                                outlier_threshold=self.timing.berkeley_outlier_threshold)
         self.rounds += 1
         self._log_round(why, result, readings)
         sends = []
         for name, delta in result.adjustments.items():
-            if name == self.name:
-                self.apply_adjustment(delta, self.name)
+            if name == self.own_name:
+                self.apply_adjustment(delta, self.own_name)
             else:
                 self._sent[name] = (self.rounds, delta)  # what ``adjusted`` confirms
                 d = self._ask(name, "adjust",
-                              {"name": self.name, "delta": delta, "round": self.rounds},
+                              {"name": self.own_name, "delta": delta, "round": self.rounds},
                               self.timing.peer_timeout)
                 d.addErrback(self._adjust_failed, name)
                 sends.append(d)
@@ -573,12 +573,12 @@ class CoordinationService(service.Service):
                                 f"{MAX_ADJUSTMENT:.0f} s either way", "adjust")
         sender = req.data.get("name")
         following = self.bully.coordinator if self.bully is not None else None
-        if following is None or sender != following or following == self.name:
+        if following is None or sender != following or following == self.own_name:
             log.warn("refused clock adjustment {delta:+.6f} s from {peer}: following "
                      "{coordinator}", delta=delta, peer=sender, coordinator=following)
             raise ProtocolError(f"not following {sender}: coordinator is {following}", "adjust")
         try:
-            sent = yield self._ask(following, "adjusted", {"name": self.name},
+            sent = yield self._ask(following, "adjusted", {"name": self.own_name},
                                    self.timing.peer_timeout)
         except (PeerUnavailable, ProtocolError) as e:
             raise ProtocolError(f"{following} did not confirm the adjustment ({e})",
@@ -599,7 +599,7 @@ class CoordinationService(service.Service):
 
     def _berkeley_in(self, req: Request) -> dict[str, Any]:
         if self.bully is None or not self.bully.is_coordinator:
-            raise ProtocolError(f"{self.name} is not the coordinator", "berkeley")
+            raise ProtocolError(f"{self.own_name} is not the coordinator", "berkeley")
         sender = req.data.get("name")
         self.request_round(f"{sender} handled {req.data.get('handled')} client messages")
         return {"status": "OK"}
