@@ -36,7 +36,7 @@ from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
 from bbd.protocol import PeerUnavailable, ProtocolError, Request
-from bbd.services.replication import Peer, Replication
+from bbd.services.replication import Replication
 from bbd.services.responder import Responder, call
 from bbd.services.waiters import Waiters
 from bbd.state import Board, Op
@@ -85,27 +85,16 @@ class BoardServer(Replication, service.Service):
         self.journal = Journal(cfg.data_dir)  # opened and closed by its JournalService
         self.committer = GroupCommit(self.journal.append)
         self.rank: int | None = None
-        self.peers: dict[str, Peer] = {}
         self.frontend = None
+        self._init_replication()  # peers, outbox, incoming, catch-up queue (replication.py)
         # Whether to serve clients: caught up, paused, cut off (bbd/catchup.py).
         self.catchup = CatchUp(clock, pause_threshold=max(1.0, 4 * cfg.timing.heartbeat_interval),
                                check_interval=cfg.timing.pause_check_interval)
         self._tick_call: Any = None  # the catch-up machine's next tick
-        self.catch_ups: dict[str, int] = {}  # catch-ups finished, by why they began
-        self.last_catch_up: dict[str, Any] | None = None  # why, operations taken, seconds
-        # Client requests that arrived while catching up: (arrival, envelope, body).
-        self.queued: list[tuple[float, list[bytes], bytes]] = []
         self.settling: dict[str, Waiters] = {}  # own ops between proposal and reply, by id
         # Own ops on their way to the journal, not yet applied (visible only once durable).
         self.unapplied: dict[str, tuple[Op, Waiters]] = {}
-        # Peers' ops taken and on their way to the journal, by id, with who waits for that
-        # batch: a replicate that follows them is no gap (entitlement), and the same op
-        # arriving again (a pull page, a gap fill) waits for that batch, not journaled twice.
-        self.incoming: dict[str, Waiters] = {}
         self.storage_error: str | None = None  # why the journal last failed, until it works
-        self._outbox: list[tuple[Op, defer.Deferred]] = []
-        self._outbox_call: Any = None
-        self._sends: set[defer.Deferred] = set()  # outbox sends under way
         # More status fields from the server's other services (the data files'), by the
         # plugin's makeService.
         self.status_parts: list[Callable[[], dict[str, Any]]] = []
@@ -115,7 +104,6 @@ class BoardServer(Replication, service.Service):
         self.factory = None
         self.guard: auth.Guard | None = None
         self.token = ""  # proves to the reference that our name is ours
-        self.registered: dict[str, dict] = {}  # every server the reference ever ranked
         self.coordination = None  # election + Berkeley, attached by the plugin
         self.client_handlers = {
             "login": self._login, "users": self._users, "channel": self._channel,
@@ -125,7 +113,6 @@ class BoardServer(Replication, service.Service):
             "history_messages": self._history_messages,
             "history_channel": self._history_channel,
         }
-        self.replication_handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
 
     @property
     def ready(self) -> bool:
