@@ -136,10 +136,9 @@ class DataFilesService(service.MultiService):
         from twisted.internet import threads
 
         batch = self.files.take(self.board)  # O(changed entries)
-        d = threads.deferToThread(self.files.apply, batch)
+        d = self._flushing = threads.deferToThread(self.files.apply, batch)
         d.addCallbacks(self._files_written, self._files_failed, callbackArgs=(at,))
-        self._flushing = d.addBoth(self._flush_done)
-        return self._flushing
+        return d.addBoth(self._flush_done)
 
     def _flush_done(self, _: Any) -> None:
         self._flushing = None
