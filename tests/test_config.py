@@ -92,10 +92,12 @@ def test_a_value_changed_in_a_config_file_reaches_the_server_cores(
                           "--timing", "berkeley_every_messages=4"])
     assert options["sync-port"] == 7761 and options["subscribe"].endswith(":7758")
     top = server.makeService(options)
-    board_server, coordination = top.services[0], top.services[1]
+    group = top.getServiceNamed("server")
+    board_server = group.getServiceNamed("write path")
+    coordination = group.getServiceNamed("coordination")
     assert board_server.cfg.timing.peer_timeout == 0.7
     assert board_server.cfg.timing.berkeley_every_messages == 4
-    steps = [s.step for s in top.services if isinstance(s, internet.TimerService)]
+    steps = [s.step for s in group.services if isinstance(s, internet.TimerService)]
     assert 0.3 in steps  # the heartbeat timer
     # The election machine the coordination builds takes the file's timeout.
     coordination.running = True

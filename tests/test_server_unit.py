@@ -396,3 +396,25 @@ def test_a_batch_that_failed_fails_who_waited_for_it(tmp_path: Path) -> None:
     assert len(failures) == 2  # the responder answers the origin erro
     assert all("storage unavailable" in f.getErrorMessage() for f in failures)
     assert "servidor-2" not in server.board.vector
+
+
+def test_stop_sends_a_waiting_outbox_at_once_and_fires_its_writes(tmp_path: Path) -> None:
+    """The outbox's timer is not left behind at stop: the waiting batch is sent now, and
+    the write waiting for it is answered after that send."""
+    from bbd.services.replication import Peer
+
+    server, clock, front = make_server(tmp_path)
+    server.catchup.finished()
+    server._resumed_from_pause = lambda: False
+    server.committer.submit = lambda records: defer.succeed(None)
+    server.peers["servidor-2"] = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1")
+    sent: list[dict] = []
+    server._ask = lambda client, service, data: sent.append(data) or defer.succeed(
+        {"status": "OK", "competitors": []})
+    server._on_client([b"c"], request("channel", channel="sala"))
+    assert sent == [] and server._outbox_call is not None  # waiting for its turn
+    done = server.outbox_sent()
+    assert done.called
+    assert len(sent) == 1
+    assert not any(c.func == server._outbox_due for c in clock.getDelayedCalls())
+    assert front.replies[-1][1]["data"]["status"] == "sucesso"

@@ -45,7 +45,7 @@ Berkeley (extension messages ``adjust`` and ``berkeley``):
   all servers, so counting only the coordinator's own messages would run rounds at a third
   of the standard's rate). Rounds never overlap; triggers closer together than
   ``min_round_gap`` are merged into one round at the end of the gap, which bounds the
-  sync-port traffic under heavy load.
+  sync-port traffic under heavy load. The schedule is the pure machine in bbd/rounds.py.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from bbd.berkeley import Reading, RoundResult, compute_round
 from bbd.config import Timing
 from bbd.election import Action, Announce, Bully, CoordinatorChanged, SendElection
 from bbd.protocol import PeerUnavailable, ProtocolError, Request
+from bbd.rounds import RoundSchedule, StartRound
 from bbd.services.responder import call
 
 log = Logger()
@@ -102,10 +103,10 @@ class CoordinationService(service.Service):
         self._actions: deque[tuple[Bully, Action]] = deque()
         self._draining = False
         self._tick_call: Any = None
-        self._round_running = False
-        self._round_again: str | None = None
+        # When Berkeley rounds run (bbd/rounds.py); _round_later is its next deadline's timer.
+        self.schedule = RoundSchedule(self.clock, min_gap=timing.berkeley_min_gap)
         self._round_later: Any = None
-        self._last_round = -math.inf
+        self._round_under_way: defer.Deferred | None = None  # the stop waits for it
         self._announced_ranks: dict[str, int] = {}  # heard on `servers`, for the log
         self._watched: list[Any] = []  # peers' sync clients whose links we watch
         self._sent: dict[str, tuple[int, float]] = {}  # follower -> (round, delta) last sent
@@ -122,7 +123,7 @@ class CoordinationService(service.Service):
                 self.on_publication)
         self._activate()
 
-    def stopService(self) -> None:
+    def stopService(self) -> defer.Deferred:
         super().stopService()
         for call_ in (self._tick_call, self._round_later):
             if call_ is not None and call_.active():
@@ -134,6 +135,13 @@ class CoordinationService(service.Service):
         if self.subscriber is not None and self.subscriber.socket is not None:
             self.subscriber.shutdown()
         self.subscriber = None
+        # A round under way ends (its requests time out at worst) before the stop is done.
+        ended: defer.Deferred = defer.Deferred()
+        if self._round_under_way is None:
+            ended.callback(None)
+        else:
+            self._round_under_way.addBoth(lambda result: ended.callback(None) or result)
+        return ended
 
     # -- hooks called by BoardServer ---------------------------------------------------
 
@@ -173,14 +181,14 @@ class CoordinationService(service.Service):
             self.request_round(f"{count} client messages")
             return
         target = bully.coordinator
-        d = self._ask(target, "berkeley", {"name": self.name, "handled": count},
+        d = self._ask(target, "berkeley", {"name": self.own_name, "handled": count},
                       self.timing.peer_timeout)
         d.addErrback(self._coordinator_silent, target, "berkeley")
 
     # -- election ----------------------------------------------------------------------
 
     @property
-    def name(self) -> str:
+    def own_name(self) -> str:
         return self.server.cfg.name
 
     def _ranks(self) -> dict[str, int]:
@@ -199,12 +207,12 @@ class CoordinationService(service.Service):
             return
         t = self.timing
         self.bully = Bully(
-            self.name, rank, self.clock, self._ranks(),
+            self.own_name, rank, self.clock, self._ranks(),
             answer_timeout=t.election_answer_timeout,
             announce_timeout=t.election_announce_timeout,
             announce_interval=t.announce_interval,
             coordinator_timeout=t.coordinator_timeout)
-        log.info("election: {name} (rank {rank}) starting, {n} peers known", name=self.name,
+        log.info("election: {name} (rank {rank}) starting, {n} peers known", name=self.own_name,
                  rank=rank, n=len(self.bully.peers))
         self._run(self.bully.start())
 
@@ -240,7 +248,7 @@ class CoordinationService(service.Service):
         if name is None:
             log.info("election: coordinator unknown, election under way ({phase})",
                      phase=bully.phase.value)
-        elif name == self.name:
+        elif name == self.own_name:
             log.info("elected {coordinator} (rank {rank}): this server coordinates",
                      coordinator=name, rank=bully.rank)
             self.request_round("elected")
@@ -316,7 +324,7 @@ class CoordinationService(service.Service):
         timeout = self.timing.election_answer_timeout
         peer = self.server.peers.get(to)
         lost = getattr(getattr(peer, "sync_client", None), "lost", False)
-        d = self._ask(to, "election", {"name": self.name, "rank": bully.rank}, timeout,
+        d = self._ask(to, "election", {"name": self.own_name, "rank": bully.rank}, timeout,
                       connect_wait=0.0 if lost else timeout)
         d.addCallbacks(answered, failed)
 
@@ -357,7 +365,7 @@ class CoordinationService(service.Service):
         rank = rank if protocol.is_count(rank) else None
         if rank is not None:
             self._announced_ranks[name] = rank  # for the log, before the reference lists it
-        if name == self.bully.coordinator or name == self.name:
+        if name == self.bully.coordinator or name == self.own_name:
             self._run(self.bully.announcement_received(name, rank))
             return
         # Anyone may publish on the proxy when authentication is off: a change of
@@ -403,7 +411,7 @@ class CoordinationService(service.Service):
                  peer=sender or "?", from_rank=rank, answer="OK" if ok else "declined")
         self._run(actions)
         if not ok:
-            raise ProtocolError(f"{self.name} (rank {bully.rank}) does not outrank the sender",
+            raise ProtocolError(f"{self.own_name} (rank {bully.rank}) does not outrank the sender",
                                 "election")
         return {"election": "OK"}
 
@@ -447,34 +455,48 @@ class CoordinationService(service.Service):
         return self.request_round("timer")
 
     def request_round(self, why: str) -> defer.Deferred | None:
-        """Run a round now if this server coordinates, merging triggers that come while one
-        runs or within ``min_round_gap`` of the last."""
-        if not self.running or self.bully is None or not self.bully.is_coordinator:
+        """Run a round now if this server coordinates; the schedule (bbd/rounds.py) merges
+        triggers that come while one runs or within ``min_round_gap`` of the last."""
+        if not self._coordinates():
             return None
-        if self._round_running:
-            self._round_again = self._round_again or why
-            return None
-        wait = self._last_round + self.timing.berkeley_min_gap - self.clock.seconds()
-        if wait > 0:
-            if self._round_later is None:
-                self._round_later = self.clock.callLater(wait, self._round_after_gap, why)
-            return None
-        self._round_running = True
-        self._last_round = self.clock.seconds()
-        d = self._round(why)
-        d.addErrback(lambda f: log.failure("Berkeley round failed", f))
-        d.addBoth(self._round_done)
-        return d
+        return self._start_rounds(self.schedule.request(why))
 
-    def _round_after_gap(self, why: str) -> None:
+    def _coordinates(self) -> bool:
+        return self.running and self.bully is not None and self.bully.is_coordinator
+
+    def _start_rounds(self, actions: list[StartRound]) -> defer.Deferred | None:
+        """Carry out the schedule's actions (at most one round); the round started, if any."""
+        started = None
+        for action in actions:
+            started = self._round(action.why)
+            started.addErrback(lambda f: log.failure("Berkeley round failed", f))
+            started.addBoth(self._round_done)
+            if not started.called:
+                self._round_under_way = started
+        self._schedule_round_tick()
+        return started
+
+    def _schedule_round_tick(self) -> None:
+        """One timer at the schedule's next deadline (a merged trigger)."""
+        if self._round_later is not None and self._round_later.active():
+            self._round_later.cancel()
         self._round_later = None
-        self.request_round(why)
+        when = self.schedule.next_deadline()
+        if when is not None and self.running:
+            self._round_later = self.clock.callLater(max(0.0, when - self.clock.seconds()),
+                                                     self._round_tick)
+
+    def _round_tick(self) -> None:
+        self._round_later = None
+        if not self._coordinates():
+            self.schedule.drop_pending()
+        self._start_rounds(self.schedule.tick())
 
     def _round_done(self, _: Any) -> None:
-        self._round_running = False
-        again, self._round_again = self._round_again, None
-        if again is not None:
-            self.request_round(again)
+        self._round_under_way = None
+        if not self._coordinates():
+            self.schedule.drop_pending()
+        self._start_rounds(self.schedule.finished())
 
     @defer.inlineCallbacks
     def _round(self, why: str) -> Any:
@@ -488,18 +510,18 @@ class CoordinationService(service.Service):
         if bully is None or not bully.is_coordinator:
             log.info("Berkeley round ({why}) abandoned: no longer coordinator", why=why)
             return None
-        result = compute_round(self.name, readings, max_rtt=self.timing.berkeley_max_rtt,
+        result = compute_round(self.own_name, readings, max_rtt=self.timing.berkeley_max_rtt,
                                outlier_threshold=self.timing.berkeley_outlier_threshold)
         self.rounds += 1
         self._log_round(why, result, readings)
         sends = []
         for name, delta in result.adjustments.items():
-            if name == self.name:
-                self.apply_adjustment(delta, self.name)
+            if name == self.own_name:
+                self.apply_adjustment(delta, self.own_name)
             else:
                 self._sent[name] = (self.rounds, delta)  # what ``adjusted`` confirms
                 d = self._ask(name, "adjust",
-                              {"name": self.name, "delta": delta, "round": self.rounds},
+                              {"name": self.own_name, "delta": delta, "round": self.rounds},
                               self.timing.peer_timeout)
                 d.addErrback(self._adjust_failed, name)
                 sends.append(d)
@@ -551,12 +573,12 @@ class CoordinationService(service.Service):
                                 f"{MAX_ADJUSTMENT:.0f} s either way", "adjust")
         sender = req.data.get("name")
         following = self.bully.coordinator if self.bully is not None else None
-        if following is None or sender != following or following == self.name:
+        if following is None or sender != following or following == self.own_name:
             log.warn("refused clock adjustment {delta:+.6f} s from {peer}: following "
                      "{coordinator}", delta=delta, peer=sender, coordinator=following)
             raise ProtocolError(f"not following {sender}: coordinator is {following}", "adjust")
         try:
-            sent = yield self._ask(following, "adjusted", {"name": self.name},
+            sent = yield self._ask(following, "adjusted", {"name": self.own_name},
                                    self.timing.peer_timeout)
         except (PeerUnavailable, ProtocolError) as e:
             raise ProtocolError(f"{following} did not confirm the adjustment ({e})",
@@ -577,7 +599,7 @@ class CoordinationService(service.Service):
 
     def _berkeley_in(self, req: Request) -> dict[str, Any]:
         if self.bully is None or not self.bully.is_coordinator:
-            raise ProtocolError(f"{self.name} is not the coordinator", "berkeley")
+            raise ProtocolError(f"{self.own_name} is not the coordinator", "berkeley")
         sender = req.data.get("name")
         self.request_round(f"{sender} handled {req.data.get('handled')} client messages")
         return {"status": "OK"}

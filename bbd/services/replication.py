@@ -9,7 +9,7 @@ in the README's replication section.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +18,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bbd import auth, entitlement, protocol
+from bbd.catchup import CatchUp
+from bbd.commit import GroupCommit
+from bbd.lamport import LamportClock
 from bbd.protocol import PeerUnavailable, ProtocolError, Request
+from bbd.services.responder import Responder
 from bbd.services.waiters import Waiters
-from bbd.state import Op
+from bbd.state import Board, Op
 
 log = Logger()
 
@@ -44,7 +48,58 @@ class Peer:
 
 
 class Replication:
-    """Peers and replication; expects the attributes ``BoardServer`` sets up."""
+    """Peers, replication, pulls and catch-up, as a part of ``BoardServer``. What it owns is
+    set up by ``_init_replication``; what it needs from the server is declared here."""
+
+    # -- what it owns ------------------------------------------------------------------
+    peers: dict[str, Peer]
+    registered: dict[str, dict]  # every server the reference ever ranked
+    # Peers' ops taken and on their way to the journal, by id, with who waits for that
+    # batch: a replicate that follows them is no gap (entitlement), and the same op
+    # arriving again (a pull page, a gap fill) waits for that batch, not journaled twice.
+    incoming: dict[str, Waiters]
+    queued: list[tuple[float, list[bytes], bytes]]  # client requests held during catch-up
+    _outbox: list[tuple[Op, defer.Deferred]]
+    _outbox_call: Any
+    _sends: set[defer.Deferred]  # outbox sends under way
+    catch_ups: dict[str, int]  # catch-ups finished, by why they began
+    last_catch_up: dict[str, Any] | None  # why, operations taken, seconds
+
+    # -- what it needs from the server -------------------------------------------------
+    cfg: Any  # ServerConfig
+    clock: Any  # IReactorTime
+    running: bool
+    rank: int | None
+    board: Board
+    lamport: LamportClock
+    committer: GroupCommit
+    catchup: CatchUp
+    responder: Responder
+    client_responder: Responder
+    factory: Any
+    frontend: Any
+    reference: Any
+    replication_router: Any
+    coordination: Any
+    _ask: Callable[[Any, str, dict[str, Any]], defer.Deferred]
+    _carry_out: Callable[[list[Any]], defer.Deferred | None]
+    _on_client: Callable[[list[bytes], bytes], None]
+    heartbeat: Callable[[], defer.Deferred]
+    unapplied_where: Callable[[Callable[[Op], bool]], defer.Deferred]
+    _storage_works: Callable[[], None]
+    _storage_error: Callable[[OSError], None]
+
+    def _init_replication(self) -> None:
+        self.peers = {}
+        self.registered = {}
+        self.incoming = {}
+        self.queued = []
+        self._outbox = []
+        self._outbox_call = None
+        self._sends = set()
+        self.catch_ups = {}
+        self.last_catch_up = None
+        self.replication_handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
 
     # -- peers ---------------------------------------------------------------------
 
@@ -135,8 +190,30 @@ class Replication:
         d: defer.Deferred = defer.Deferred()
         self._outbox.append((op, d))
         if self._outbox_call is None:
-            self._outbox_call = self.clock.callLater(0, self._send_outbox)
+            self._outbox_call = self.clock.callLater(0, self._outbox_due)
         return d
+
+    def _outbox_due(self) -> defer.Deferred:
+        """Send the outbox, keeping the send until it ends (the stop waits for it)."""
+        d = self._send_outbox()
+        self._sends.add(d)
+
+        def ended(result: Any) -> Any:
+            self._sends.discard(d)
+            return result
+
+        return d.addBoth(ended)
+
+    def outbox_sent(self) -> defer.Deferred:
+        """At stop: a send still waiting for its turn is made now (its timer cancelled, so
+        none is left behind); fires after the last send ended, when every write waiting
+        for its replicates has been answered."""
+        call_ = self._outbox_call
+        if call_ is not None and hasattr(call_, "cancel") and call_.active():
+            call_.cancel()
+            self._outbox_due()
+        sends = list(self._sends)
+        return defer.gatherResults(sends) if sends else defer.succeed(None)
 
     @defer.inlineCallbacks
     def _send_outbox(self) -> Any:
@@ -371,8 +448,12 @@ class Replication:
         yield self.heartbeat()
         for peer in list(self.peers.values()):
             total += yield self._pull_or_mark_down(peer)
+        took = self.clock.seconds() - began
         log.info("caught up after {why}: {n} operations from {peers} peers in {s:.3f} s",
-                 why=why, n=total, peers=len(self.peers), s=self.clock.seconds() - began)
+                 why=why, n=total, peers=len(self.peers), s=took)
+        # In the status: what tests and operators read, rather than the log's wording.
+        self.catch_ups[why] = self.catch_ups.get(why, 0) + 1
+        self.last_catch_up = {"why": why, "ops": total, "seconds": round(took, 3)}
         self._carry_out(self.catchup.finished())
 
     def _serve_queued(self) -> None:

@@ -36,11 +36,11 @@ from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
 from bbd.protocol import PeerUnavailable, ProtocolError, Request
-from bbd.services.replication import Peer, Replication
+from bbd.services.replication import Replication
 from bbd.services.responder import Responder, call
 from bbd.services.waiters import Waiters
-from bbd.state import Board, Op, ops_from_files
-from bbd.store import DataFiles, Journal
+from bbd.state import Board, Op
+from bbd.store import Journal
 
 log = Logger()
 
@@ -82,38 +82,28 @@ class BoardServer(Replication, service.Service):
         self.responder = Responder(self.lamport, self.physical.now, log)
         self.client_responder = Responder(self.lamport, self.physical.now, log, clients=True)
         self.board = Board(cfg.name)
-        self.journal = Journal(cfg.data_dir)
-        self.files = DataFiles(cfg.data_dir)
+        self.journal = Journal(cfg.data_dir)  # opened and closed by its JournalService
         self.committer = GroupCommit(self.journal.append)
         self.rank: int | None = None
-        self.peers: dict[str, Peer] = {}
         self.frontend = None
+        self._init_replication()  # peers, outbox, incoming, catch-up queue (replication.py)
         # Whether to serve clients: caught up, paused, cut off (bbd/catchup.py).
         self.catchup = CatchUp(clock, pause_threshold=max(1.0, 4 * cfg.timing.heartbeat_interval),
                                check_interval=cfg.timing.pause_check_interval)
         self._tick_call: Any = None  # the catch-up machine's next tick
-        # Client requests that arrived while catching up: (arrival, envelope, body).
-        self.queued: list[tuple[float, list[bytes], bytes]] = []
         self.settling: dict[str, Waiters] = {}  # own ops between proposal and reply, by id
         # Own ops on their way to the journal, not yet applied (visible only once durable).
         self.unapplied: dict[str, tuple[Op, Waiters]] = {}
-        # Peers' ops taken and on their way to the journal, by id, with who waits for that
-        # batch: a replicate that follows them is no gap (entitlement), and the same op
-        # arriving again (a pull page, a gap fill) waits for that batch, not journaled twice.
-        self.incoming: dict[str, Waiters] = {}
         self.storage_error: str | None = None  # why the journal last failed, until it works
-        self._outbox: list[tuple[Op, defer.Deferred]] = []
-        self._outbox_call: Any = None
-        self.files_at = -1  # board.applied when the data files last reached the disk
-        self.files_error: str | None = None
-        self._flushing = False
+        # More status fields from the server's other services (the data files'), by the
+        # plugin's makeService.
+        self.status_parts: list[Callable[[], dict[str, Any]]] = []
         self.handled = 0
         self._reference_warned = False  # a line said so; the next success says it is back
         self._started_at = clock.seconds()
         self.factory = None
         self.guard: auth.Guard | None = None
         self.token = ""  # proves to the reference that our name is ours
-        self.registered: dict[str, dict] = {}  # every server the reference ever ranked
         self.coordination = None  # election + Berkeley, attached by the plugin
         self.client_handlers = {
             "login": self._login, "users": self._users, "channel": self._channel,
@@ -123,7 +113,6 @@ class BoardServer(Replication, service.Service):
             "history_messages": self._history_messages,
             "history_channel": self._history_channel,
         }
-        self.replication_handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
 
     @property
     def ready(self) -> bool:
@@ -182,10 +171,8 @@ class BoardServer(Replication, service.Service):
         from bbd import sockets
 
         super().startService()
-        self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        # The journal was replayed by the JournalService, started before this one.
         self.token = auth.server_token(self.cfg.data_dir)
-        self._restore()
-        self.journal.open()
         self.factory = sockets.make_factory()
         mb = self.cfg.max_bytes
         # The ZAP guard first: a CURVE port bound without it would admit any key.
@@ -288,23 +275,16 @@ class BoardServer(Replication, service.Service):
         deadline = self.clock.seconds() + 2 * self.cfg.timing.peer_timeout
         while self.settling and self.clock.seconds() < deadline:
             yield _sleep(self.clock, 0.01)
+        yield self.outbox_sent()
         for peer in self.peers.values():
             self._close_peer(peer)
-        # Let in-flight journal batches finish, then write the files once more.
-        while not self.committer.idle():
-            yield _sleep(self.clock, 0.01)
-        try:
-            self.flush_files_now()
-        except OSError as e:
-            log.error("data files not written at stop ({why}); the journal has everything",
-                      why=str(e))
-        self.journal.close()
+        # The data files are written once more, and the journal closed, by their own
+        # services, which stop after this one (persistence.InOrder).
         if self.guard is not None:
             self.guard.stop()
         if self.factory is not None:
             self.factory.shutdown()
             self.factory = None
-        log.info("{name} stopped", name=self.cfg.name)
 
     # -- the reference: registration, heartbeats, peers ------------------------------
 
@@ -536,60 +516,11 @@ class BoardServer(Replication, service.Service):
         if not self.publisher.publish(topic, protocol.encode(payload)):
             log.warn("publication of {op} dropped: proxy queue full", op=op.id)
 
-    # -- files -----------------------------------------------------------------------
+    def writes_done(self) -> defer.Deferred:
+        """Fires once no journal batch is in flight (the data files' last flush waits)."""
+        from bbd.services.persistence import until
 
-    def flush_files_now(self) -> None:
-        """Bring the data files up to date here and now (at stop, on the reactor)."""
-        if self.board.applied == self.files_at and not self.files.pending():
-            return
-        at = self.board.applied
-        self.files.apply(self.files.take(self.board))
-        self.files_at = at
-
-    def flush_files(self) -> defer.Deferred | None:
-        """Bring the four JSON files up to date if anything changed: the changed entries
-        are taken here, rendered and written (in place, behind an atomic rename) in a
-        thread. A failed write (full disk) is logged once and tried again next time."""
-        at = self.board.applied
-        if (at == self.files_at and not self.files.pending()) or self._flushing:
-            return None
-        from twisted.internet import threads
-
-        self._flushing = True
-        batch = self.files.take(self.board)  # O(changed entries)
-        d = threads.deferToThread(self.files.apply, batch)
-        d.addCallbacks(self._files_written, self._files_failed, callbackArgs=(at,))
-        return d.addBoth(self._flush_done)
-
-    def _flush_done(self, _: Any) -> None:
-        self._flushing = False
-
-    def _files_written(self, _: Any, at: int) -> None:
-        self.files_at = at
-        if self.files_error is not None:
-            log.info("data files written again")
-            self.files_error = None
-
-    def _files_failed(self, failure: Any) -> None:
-        failure.trap(OSError)
-        why = str(failure.value)
-        if self.files_error != why:
-            log.error("data files not written: {why}; the journal holds every write, and "
-                      "the files are tried again each second", why=why)
-        self.files_error = why
-
-    @defer.inlineCallbacks
-    def reload(self) -> Any:
-        """Merge entries of data files changed on disk by someone else, by id."""
-        from twisted.internet import threads
-
-        changed = yield threads.deferToThread(self.files.changed_by_others)
-        if not changed:
-            return
-        n, durable = self._take(ops_from_files(changed))
-        yield durable
-        log.info("reload: {files} changed on disk; merged {n} new entries",
-                 files=", ".join(sorted(changed)), n=n)
+        return until(self.clock, self.committer.idle)
 
     # -- sync port (clock, election, Berkeley, status) -------------------------------
 
@@ -607,14 +538,16 @@ class BoardServer(Replication, service.Service):
             "name": self.cfg.name, "rank": self.rank, "ready": self.ready,
             "clock": self.lamport.value, "offset": self.physical.offset(),
             "applied": self.board.applied, "vector": self.board.vector,
-            "files_current": self.files_at == self.board.applied and not self.files.pending(),
-            "storage_error": self.storage_error, "files_error": self.files_error,
+            "storage_error": self.storage_error,
             "peers": {p.name: p.up for p in self.peers.values()},
             "handled": self.handled,  # client requests served: the dashboard's requests/s
+            "catch_ups": dict(self.catch_ups), "last_catch_up": self.last_catch_up,
         }
         view = getattr(self.frontend, "view", None)
         if view is not None:  # what the broker last said of us: routing here, in flight
             status["broker"] = view
+        for part in self.status_parts:
+            status.update(part())
         if self.coordination is not None:
             status.update(self.coordination.status())
         return status
@@ -677,40 +610,58 @@ def _interface(bind: str) -> str:
 
 
 def makeService(options: Options) -> service.MultiService:
+    """The server daemon: persistence under the board server, its coordination, metrics and
+    timers. Stopped in reverse: first the server's group together (as before: the front end
+    says BYE, writes in flight finish replicating, the peer links close), then the data files
+    are written once more, and the journal closes last."""
+    from bbd.services.coordination import CoordinationService
+    from bbd.services.persistence import DataFilesService, InOrder, JournalService
     from bbd.services.timers import every
 
-    t: Timing = options["timing"]
-    cfg = ServerConfig(
-        name=options["name"], data_dir=Path(options["data"]), broker=options["broker"],
-        publish=options["publish"], subscribe=options["subscribe"],
-        reference=options["reference"], bind=options["bind"], host=options["host"],
-        sync_port=options["sync-port"], replication_port=options["replication-port"],
-        max_bytes=options["max-bytes"], timing=t,
-        clock_skew=options["clock-skew"], clock_drift=options["clock-drift"],
-        routing=options["routing"], credit=options["credit"], keys=options["auth"],
-    )
-    top = service.MultiService()
+    cfg = _server_config(options)
+    t = cfg.timing
     server = BoardServer(cfg)
-    server.setServiceParent(top)
-    from bbd.services.coordination import CoordinationService
-
-    # After the server in the MultiService: it starts once the server's socket factory
-    # exists, and stops (closing its subscriber) before the server shuts the factory down.
+    files = DataFilesService(cfg.data_dir, server.board, server._take, server.writes_done,
+                             snapshot_interval=t.snapshot_interval,
+                             reload_interval=t.reload_interval, clock=server.clock)
+    server.status_parts.append(files.status)
+    # After the server in its group: it starts once the server's socket factory exists,
+    # and stops (closing its subscriber) before the server shuts the factory down.
     coordination = server.coordination = CoordinationService(server, t)
-    coordination.setServiceParent(top)
+    group = service.MultiService()
+    group.setName("server")
+    for name, child in [("write path", server), ("coordination", coordination)]:
+        child.setName(name)
+        child.setServiceParent(group)
     if options["metrics-port"]:
         from bbd import metrics
 
         metrics.attach_to_server(server, options["metrics-port"], _interface(cfg.bind)) \
-            .setServiceParent(top)
-    # Timers start after the server (MultiService order) and stop before it.
+            .setServiceParent(group)
+    # Timers start after the server and stop with it.
     for interval, fn, what in [
         (t.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),
-        (t.snapshot_interval, server.flush_files, "data files flush"),
-        (t.reload_interval, server.reload, "JSON reload"),
         (t.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
         (t.coordinator_check_interval, coordination.check_coordinator, "coordinator check"),
         (t.berkeley_interval, coordination.berkeley_tick, "Berkeley round"),
     ]:
-        every(interval, fn, what, clock=server.clock).setServiceParent(top)
+        timer = every(interval, fn, what, clock=server.clock)
+        timer.setName(what)
+        timer.setServiceParent(group)
+    top = InOrder()
+    for child in (JournalService(cfg.name, cfg.data_dir, server.journal, server.committer,
+                                 server._restore, server.clock), files, group):
+        child.setServiceParent(top)
     return top
+
+
+def _server_config(options: Options) -> ServerConfig:
+    return ServerConfig(
+        name=options["name"], data_dir=Path(options["data"]), broker=options["broker"],
+        publish=options["publish"], subscribe=options["subscribe"],
+        reference=options["reference"], bind=options["bind"], host=options["host"],
+        sync_port=options["sync-port"], replication_port=options["replication-port"],
+        max_bytes=options["max-bytes"], timing=options["timing"],
+        clock_skew=options["clock-skew"], clock_drift=options["clock-drift"],
+        routing=options["routing"], credit=options["credit"], keys=options["auth"],
+    )
