@@ -239,6 +239,9 @@ class DealerClient(_Connection):
             self.lost = False
         elif event == zmq.EVENT_DISCONNECTED:
             self.lost = True
+            # A reply can only come back over the connection its request went out on:
+            # every request in flight is lost with it, so it fails now, not at its timeout.
+            self._fail_waiting("connection dropped")
             if self._on_lost is not None:
                 self._on_lost()
 
@@ -287,9 +290,6 @@ class DealerClient(_Connection):
             d.callback(message[-1])
 
     def close(self) -> None:
-        # Take the table first: an errback may send again or close again, and one that
-        # raised must not leave half the waiters with cancelled timers behind.
-        waiting, self._waiting = self._waiting, {}
         self._on_lost = None
         if self._monitor is not None:
             if self.socket is not None:
@@ -298,11 +298,17 @@ class DealerClient(_Connection):
             self._monitor = None
         if self.socket is not None:
             self.shutdown()
+        self._fail_waiting("closed")
+
+    def _fail_waiting(self, why: str) -> None:
+        # Take the table first: an errback may send again or close again, and one that
+        # raised must not leave half the waiters with cancelled timers behind.
+        waiting, self._waiting = self._waiting, {}
         for d, call in waiting.values():
             if call.active():
                 call.cancel()
             if not d.called:
-                d.errback(PeerUnavailable(f"{self.address}: closed"))
+                d.errback(PeerUnavailable(f"{self.address}: {why}"))
 
 
 class _Monitor(_Connection):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -257,6 +258,27 @@ def test_reload_merges_a_restored_backup_by_id(make_cluster) -> None:
              "the file to be rewritten with both entries")
     # Later reload rounds see only our own rewrite: nothing is merged twice.
     assert len(c.request("history", {"channel": "geral"})["messages"]) == 2
+
+
+def test_a_server_stopped_on_purpose_leaves_the_list_at_once(make_cluster) -> None:
+    # SIGTERM (a pod's termination, Ctrl-C): the reference drops it when it says so, not
+    # after the 2 s heartbeat expiry; a SIGKILLed one waits out the expiry.
+    cluster = make_cluster()
+
+    def listed() -> list[str]:
+        return sorted(e["name"] for e in cluster.ask(cluster.reference, "list")["list"])
+
+    assert listed() == ["servidor-1", "servidor-2", "servidor-3"]
+    proc = cluster.procs["servidor-3"]
+    proc.terminate()
+    proc.wait(10)
+    assert listed() == ["servidor-1", "servidor-2"]
+    log = (cluster.data_dir("reference") / "twistd.log").read_text()
+    assert re.search(r"server servidor-3 \(rank \d\) is stopping: off the list", log)
+    cluster.kill("servidor-2")
+    assert "servidor-2" in listed()  # no word from a killed server: the expiry decides
+    # The board goes on without waiting for either.
+    assert cluster.client(timeout=3).request("login", {"user": "ana"})["status"] == "sucesso"
 
 
 def test_reference_keeps_ranks_across_restart(make_cluster) -> None:

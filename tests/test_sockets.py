@@ -207,6 +207,8 @@ def test_a_watcher_hears_a_peer_die_or_hang(factory, fault: str) -> None:
     import subprocess
     import sys
 
+    from bbd import sockets
+
     address = f"tcp://127.0.0.1:{free_port()}"
     peer = subprocess.Popen([sys.executable, "-c", PEER, address], stdout=subprocess.PIPE)
     try:
@@ -217,7 +219,14 @@ def test_a_watcher_hears_a_peer_die_or_hang(factory, fault: str) -> None:
         yield task.deferLater(reactor, 1.0, lambda: None)  # heartbeats answered: no call
         assert lost == [] and not client.lost
         peer.send_signal(getattr(signal, fault))
+        # A request out when the link drops fails then, not at its (long) timeout: its
+        # reply could only have come back over that connection.
+        pending = client.request(b"unanswered", 60.0)
+        failures: list = []
+        pending.addErrback(failures.append)
         yield wait_until(lambda: lost, 10, "the watcher to be called")
+        yield wait_until(lambda: failures, 1, "the request out to fail")
+        failures[0].trap(sockets.PeerUnavailable)
         # Known lost (an election asks such a peer without waiting for its link) until
         # the link is back: a resumed peer's handshake clears it.
         assert client.lost

@@ -141,6 +141,9 @@ class Replication:
         outbound = auth.client_options(self.cfg.keys)
         peer.repl_client = sockets.DealerClient(
             self.factory, peer.replication, self.clock, self.cfg.max_bytes, outbound)
+        # Its process died or hangs (the socket monitor saw the link drop): out of the next
+        # writes at once, not after a request's timeout; its next pull brings it back.
+        peer.repl_client.watch(lambda: self._peer_down(peer, "connection dropped"))
         if peer.sync:
             peer.sync_client = sockets.DealerClient(
                 self.factory, peer.sync, self.clock, self.cfg.max_bytes, outbound)

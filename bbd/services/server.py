@@ -85,6 +85,7 @@ class BoardServer(Replication, service.Service):
         self.journal = Journal(cfg.data_dir)  # opened and closed by its JournalService
         self.committer = GroupCommit(self.journal.append)
         self.rank: int | None = None
+        self.reference: Any = None  # the reference's DealerClient, from start on
         self.frontend = None
         self._init_replication()  # peers, outbox, incoming, catch-up queue (replication.py)
         # Whether to serve clients: caught up, paused, cut off (bbd/catchup.py).
@@ -276,6 +277,7 @@ class BoardServer(Replication, service.Service):
         while self.settling and self.clock.seconds() < deadline:
             yield _sleep(self.clock, 0.01)
         yield self.outbox_sent()
+        yield self._leave()
         for peer in self.peers.values():
             self._close_peer(peer)
         # The data files are written once more, and the journal closed, by their own
@@ -287,6 +289,23 @@ class BoardServer(Replication, service.Service):
             self.factory = None
 
     # -- the reference: registration, heartbeats, peers ------------------------------
+
+    @defer.inlineCallbacks
+    def _leave(self) -> Any:
+        """Stopping on purpose: off the reference's list now, so the peers stop counting
+        on us at their next list (their socket monitors see our links close as well),
+        not after the heartbeat expiry. A reference that does not answer soon is left to
+        the expiry."""
+        if self.rank is None or self.reference is None:
+            return
+        try:
+            yield call(self.reference, "leave", {"user": self.cfg.name, "token": self.token},
+                       lamport=self.lamport, now=self.physical.now,
+                       timeout=min(0.5, self.cfg.timing.peer_timeout))
+            log.info("{name} left the reference's list", name=self.cfg.name)
+        except (PeerUnavailable, ProtocolError) as e:
+            log.info("reference not told we are stopping ({why}); it will notice",
+                     why=str(e))
 
     def _ask(self, client: Any, service_: str, data: dict[str, Any]) -> defer.Deferred:
         # A link still coming up (a peer just listed or restarted) gets the timeout to
