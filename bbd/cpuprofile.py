@@ -28,7 +28,7 @@ KNOWN = {
     "log lines (Logger.emit)": "Logger.emit",
     "journal thread hand-off": "GroupCommit._flush",
     "enum flags (EnumType.__call__)": "EnumType.__call__",
-    "msgpack": "msgpack",
+    "msgpack.packb (a new Packer per message)": "packb",
     "json": "json/",
     "Deferred callbacks": "Deferred._runCallbacks",
 }
