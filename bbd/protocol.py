@@ -7,6 +7,7 @@ whose text a person can read. Daemons answer it with an ``erro`` reply and carry
 from __future__ import annotations
 
 import json
+import threading
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -109,10 +110,20 @@ def _unpack(frame: bytes) -> Any:
         raise ProtocolError(f"frame is not valid MessagePack ({type(e).__name__})") from None
 
 
+# One Packer per thread, reused: ``msgpack.packb`` builds a new Packer (and its buffer)
+# for every message, which costs several times the packing of a small reply. A Packer
+# resets its buffer after each ``pack``, also after one that raised.
+_packers = threading.local()
+
+
 def encode(message: dict[str, Any], fmt: Format = "msgpack") -> bytes:
     if fmt == "json":
         return json.dumps(message, ensure_ascii=False).encode("utf-8")
-    return msgpack.packb(message, use_bin_type=True)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(message)
 
 
 def unpack(payload: bytes) -> Any:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
@@ -38,6 +38,13 @@ HEARTBEAT_TTL_MS = 2000
 # How often a request given ``connect_wait`` tries again to send while its link comes up.
 CONNECT_POLL = 0.01
 _monitor_ids = itertools.count(1)
+# Plain ints: pyzmq's flags are enum.Flag members, and every ``|`` or ``&`` on one builds a
+# new member through EnumType.__call__ (a few microseconds each, several times a message).
+_NOBLOCK = int(zmq.NOBLOCK)
+_SEND_MORE = int(zmq.SNDMORE) | _NOBLOCK
+_RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 def bind(address: str) -> ZmqEndpoint:
@@ -75,6 +82,45 @@ class _Connection(ZmqConnection):
         except zmq.Again:
             return False
         return True
+
+    # txZMQ's send and doRead, with plain int flags and without twisted.python.log's
+    # callWithLogger context around each message (every messageReceived here catches and
+    # logs its own errors); otherwise the same steps.
+    def send(self, message: list[bytes] | bytes) -> None:
+        sock = self.socket
+        if isinstance(message, bytes):
+            sock.send(message, _NOBLOCK)
+        else:
+            # A multipart message is queued whole or not at all: only its first frame can
+            # meet a full queue (EAGAIN), and then nothing of it was queued.
+            for part in message[:-1]:
+                sock.send(part, _SEND_MORE)
+            sock.send(message[-1], _NOBLOCK)
+        # ZeroMQ's descriptor signals edges only, and a send may consume the edge of an
+        # incoming message: look again on the next reactor turn (as txZMQ does).
+        if self.read_scheduled is None:
+            self.read_scheduled = reactor.callLater(0, self.doRead)
+
+    def doRead(self) -> None:
+        scheduled = self.read_scheduled
+        if scheduled is not None:
+            if not scheduled.called:
+                scheduled.cancel()
+            self.read_scheduled = None
+        while self.factory is not None:  # None once shut down
+            sock = self.socket
+            if not sock.get(_EVENTS) & _POLLIN:
+                return
+            try:
+                message = [sock.recv(_NOBLOCK)]
+                while sock.get(_RCVMORE):
+                    message.append(sock.recv(_NOBLOCK))
+            except zmq.Again:
+                continue  # the message was taken meanwhile: look at the events again
+            try:
+                self.messageReceived(message)
+            except Exception:
+                log.failure("unhandled error while handling a message")
 
 
 class RouterServer(_Connection):

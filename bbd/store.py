@@ -70,8 +70,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+# Made once: json.dumps with any non-default argument builds a new encoder per call, which
+# costs about as much as encoding a record. Its output is json.dumps's, byte for byte.
+_RECORD_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_record(record: dict[str, Any]) -> bytes:
-    body = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = _RECORD_ENCODER.encode(record).encode("utf-8")
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+import pytest_twisted
 from twisted.internet import defer
 
-from bbd.commit import GroupCommit
+from bbd.commit import GroupCommit, WriterThread
 
 
 class FakeRun:
@@ -114,9 +117,9 @@ def test_failure_when_nothing_is_queued_leaves_it_idle(gc: GroupCommit, run: Fak
     assert doomed[0][0] == "err" and gc.idle() and len(run.calls) == 1
 
 
-def test_default_runs_the_writer_in_a_thread() -> None:
-    from twisted.internet import threads
-    assert GroupCommit(lambda r: None)._run is threads.deferToThread
+def test_default_runs_the_writer_in_a_thread_of_its_own() -> None:
+    gc = GroupCommit(lambda r: None)
+    assert isinstance(gc._run.__self__, WriterThread)
 
 
 def test_write_function_receives_the_batch() -> None:
@@ -138,3 +141,27 @@ def test_never_two_writes_in_flight(gc: GroupCommit, run: FakeRun) -> None:
     run.finish(0)
     run.finish(1)  # both waiters of batch ["a", "b"] submit again from their callbacks
     assert run.in_flight() == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_writer_thread_runs_calls_in_order_off_the_reactor_and_reports_failures() -> None:
+    writer = WriterThread("test-writer")
+    seen: list[tuple[int, str]] = []
+
+    def work(i: int) -> int:
+        seen.append((i, threading.current_thread().name))
+        if i == 3:
+            raise OSError(28, "No space left on device")
+        return i * 10
+
+    ds = [writer.run(work, i) for i in range(6)]
+    results = yield defer.DeferredList(ds, consumeErrors=True)
+    assert [i for i, _ in seen] == list(range(6))
+    assert {name for _, name in seen} == {"test-writer"}
+    assert [r if ok else r.value.strerror for ok, r in results] == \
+        [0, 10, 20, "No space left on device", 40, 50]
+    # Stopping lets the call in hand finish; the next call starts a new thread.
+    writer.stop()
+    again = yield writer.run(work, 7)
+    assert again == 70
+    writer.stop()

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from bbd.client import Client, Unavailable
 from bbd.localcluster import Cluster, wait_for
@@ -100,13 +101,17 @@ def assert_exactly_once(files: dict, acked: list[str]) -> None:
     assert not missing, f"{len(missing)} acknowledged posts lost, e.g. {missing[:5]}"
 
 
-def kill_and_restart_under_load(cluster: Cluster, name: str, writers: int) -> Writers:
-    """Writes go on before, while and after ``name`` is down; returns the writers."""
+def kill_and_restart_under_load(cluster: Cluster, name: str, writers: int,
+                                down_until: Callable[[], bool] | None = None) -> Writers:
+    """Writes go on before, while and after ``name`` is down (and, with ``down_until``,
+    until that holds too); returns the writers."""
     setup_board(cluster)
     with Writers(cluster, writers) as w:
         w.wait_more(150, "before the kill")
         cluster.kill(name)
         w.wait_more(150, f"while {name} is down")
+        if down_until is not None:
+            wait_for(down_until, 30, f"the effect of {name} being down")
         cluster.spawn(name)
         cluster.wait_up([name])
         w.wait_more(150, f"after {name} is back")
@@ -121,7 +126,14 @@ def test_sigkill_mid_stream_then_restart(make_cluster) -> None:
 
 def test_reference_restart_during_stream(make_cluster) -> None:
     cluster = make_cluster()
-    kill_and_restart_under_load(cluster, "reference", 4)
+    logs = [cluster.data_dir(n) / "twistd.log" for n in cluster.names()]
+
+    def all_cut_off() -> bool:
+        # 150 writes can take less time than a server needs to notice the reference gone:
+        # it comes back only once every server has (else a server never was cut off).
+        return all("unreachable" in log.read_text() for log in logs)
+
+    kill_and_restart_under_load(cluster, "reference", 4, all_cut_off)
     listing = cluster.ask(cluster.reference, "list")["list"]
     assert sorted(e["name"] for e in listing) == cluster.names()
     # Cut off from the reference, each server caught up again before serving on.

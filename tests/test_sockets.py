@@ -237,3 +237,34 @@ def test_a_watcher_hears_a_peer_die_or_hang(factory, fault: str) -> None:
     finally:
         peer.kill()
         peer.wait()
+
+
+@pytest_twisted.inlineCallbacks
+def test_multipart_frames_arrive_whole_and_a_failing_handler_stops_nothing(factory) -> None:
+    """The adapter's own read and send loops (plain int flags): every frame of a message,
+    in order, and a handler that raises on one message still gets the next ones."""
+    from bbd import sockets
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    seen: list[list[bytes]] = []
+
+    def on_request(envelope: list[bytes], body: bytes) -> None:
+        seen.append([*envelope, body])
+        if body == b"boom":
+            raise RuntimeError("handler failed")
+        server.reply(envelope, b"%d/" % len(envelope) + body)
+
+    server = sockets.RouterServer(factory, [sockets.bind(address)], on_request, 1 << 16)
+    client = yield connected_client(factory, address)
+    failed = client.request(b"boom", 0.3)
+    big = b"x" * 900  # within the client's MAXMSGSIZE (1024)
+    replies = yield defer.gatherResults([client.request(b"m%d" % i, 2.0) for i in range(20)]
+                                        + [client.request(big, 2.0)])
+    # Envelope: routing id, correlation id, empty delimiter.
+    assert replies == [b"3/m%d" % i for i in range(20)] + [b"3/" + big]
+    with pytest.raises(sockets.PeerUnavailable):
+        yield failed
+    bodies = [m[-1] for m in seen if m[-1] != b"warm"]
+    assert bodies == [b"boom", *(b"m%d" % i for i in range(20)), big]
+    assert all(len(m) == 4 and m[2] == b"" for m in seen)
+    client.close()

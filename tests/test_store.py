@@ -370,3 +370,14 @@ def test_a_long_tail_without_newlines_is_cut_in_one_piece(
     loaded = Journal(tmp_path).load()
     assert loaded == Loaded(RECORDS, torn=5000)
     assert path.read_bytes() == raw
+
+
+def test_a_record_line_is_compact_json_with_its_crc() -> None:
+    import json as _json
+    import zlib as _zlib
+
+    record = {"origin": "s1", "seq": 3, "kind": "publish", "timestamp": 1.5,
+              "fields": {"user": "zoë", "message": "a \"quoted\"\nline ✓"}, "rid": "r-1"}
+    body = _json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert encode_record(record) == b"%08x %s\n" % (_zlib.crc32(body), body)
+    assert decode_record(encode_record(record)) == record

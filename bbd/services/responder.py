@@ -8,13 +8,13 @@ leave the client waiting: hence the single exit point here.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from bbd import protocol
 from bbd.lamport import LamportClock
@@ -43,7 +43,7 @@ class Responder:
         try:
             req = protocol.decode(body)
             if fallback_id is not None:
-                req = dataclasses.replace(req, fallback_id=fallback_id)
+                req = Request(req.service, req.data, req.fmt, fallback_id)
             handler = handlers.get(req.service)
             if handler is None:
                 raise ProtocolError(f"unknown service {protocol.quote(req.service)}",
@@ -55,9 +55,22 @@ class Responder:
             self._send(send, e.service, protocol.error_data(e.service, e.description), e.fmt,
                        start)
             return
-        d = defer.maybeDeferred(handler, req)
-        d.addCallback(lambda data: self._send(send, req.service, data, req.fmt, start))
-        d.addErrback(self._failed, send, req, start)
+        # A handler that answers at once is answered at once: no Deferred for it. A reply
+        # that fails to encode or send is answered as a failure, as from the handler.
+        try:
+            result = handler(req)
+            if not isinstance(result, defer.Deferred):
+                self._send(send, req.service, result, req.fmt, start)
+                return
+        except Exception:
+            self._failed(Failure(), send, req, start)
+            return
+        result.addCallback(self._answer, send, req, start)
+        result.addErrback(self._failed, send, req, start)
+
+    def _answer(self, data: dict[str, Any], send: Callable[[bytes], None], req: Request,
+                start: float | None) -> None:
+        self._send(send, req.service, data, req.fmt, start)
 
     def refuse(self, send: Callable[[bytes], None], body: bytes, why: str) -> None:
         """Answer a request with ``erro`` without serving it (e.g. no room to queue it)."""
