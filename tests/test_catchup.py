@@ -115,7 +115,7 @@ class Net:
         self.pulls: list[defer.Deferred] = []
 
     def ask(self, client: Any, service_: str, data: dict) -> defer.Deferred:
-        if client is self.server.reference:
+        if client is self.server.registration.client:
             self.to_reference.append(service_)
             if not self.reference_up:
                 return defer.fail(PeerUnavailable("reference: timeout"))
@@ -137,9 +137,9 @@ def wired_server(tmp_path: Path) -> tuple[BoardServer, task.Clock, FakeFrontend,
     clock = task.Clock()
     server = BoardServer(cfg, clock=clock)
     server.frontend = front = FakeFrontend()
-    server.reference = object()
+    server.registration.client = object()
     server.running = True
-    server.rank = 1
+    server.registration.rank = 1
     server.peers = {"servidor-2": Peer("servidor-2", 2, "tcp://peer:2", "", repl_client=object())}
     net = Net(server)
     server._ask = net.ask
@@ -152,7 +152,7 @@ def users_request() -> bytes:
 
 def test_a_long_catch_up_keeps_heartbeating_then_serves_the_queue(tmp_path: Path) -> None:
     server, clock, front, net = wired_server(tmp_path)
-    heartbeat = every(0.5, server.periodic_heartbeat, "heartbeat", clock=clock)
+    heartbeat = every(0.5, server.registration.periodic_heartbeat, "heartbeat", clock=clock)
     heartbeat.startService()
     server.catch_up("start")
     assert server.catchup.catching_up and len(net.pulls) == 1
@@ -188,10 +188,10 @@ def test_a_cut_off_from_the_reference_makes_the_server_catch_up_again(
     server.catch_up("start")
     net.pulls[0].callback({"ops": [], "more": False})
     net.reference_up = False
-    server.periodic_heartbeat()
+    server.registration.periodic_heartbeat()
     assert server.ready and len(net.pulls) == 1  # serving on the last peer list
     net.reference_up = True
-    server.periodic_heartbeat()
+    server.registration.periodic_heartbeat()
     assert len(net.pulls) == 2 and not server.ready  # back: the others went on without us
     net.pulls[1].callback({"ops": [], "more": False})
     assert server.ready

@@ -78,13 +78,12 @@ class Replication:
     client_responder: Responder
     factory: Any
     frontend: Any
-    reference: Any
+    registration: Any  # ReferenceLink: the rank, heartbeats, the reference's list
     replication_router: Any
     coordination: Any
     _ask: Callable[[Any, str, dict[str, Any]], defer.Deferred]
     _carry_out: Callable[[list[Any]], defer.Deferred | None]
     _on_client: Callable[[list[bytes], bytes], None]
-    heartbeat: Callable[[], defer.Deferred]
     unapplied_where: Callable[[Callable[[Op], bool]], defer.Deferred]
     _storage_works: Callable[[], None]
     _storage_error: Callable[[OSError], None]
@@ -382,8 +381,7 @@ class Replication:
         sender = req.data.get("from")
         name = sender.get("name") if isinstance(sender, dict) else None
         if isinstance(name, str) and name not in self.peers and name != self.cfg.name:
-            reply = yield self._ask(self.reference, "list", {})
-            self._update_peers(reply.get("list") or [], reply.get("registered"))
+            yield self.registration.read_list()
             if name not in self.peers and name in self.registered:
                 self._add_peer(self.registered[name])
         if not isinstance(name, str) or name not in self.peers:
@@ -448,7 +446,7 @@ class Replication:
         self._carry_out(self.catchup.begin())
         began = self.clock.seconds()
         total = 0
-        yield self.heartbeat()
+        yield self.registration.heartbeat()
         for peer in list(self.peers.values()):
             total += yield self._pull_or_mark_down(peer)
         took = self.clock.seconds() - began

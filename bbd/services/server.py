@@ -35,7 +35,8 @@ from bbd.config import Timing
 from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
-from bbd.protocol import PeerUnavailable, ProtocolError, Request
+from bbd.protocol import ProtocolError, Request
+from bbd.services.registration import ReferenceLink
 from bbd.services.replication import Replication
 from bbd.services.responder import Responder, call
 from bbd.services.waiters import Waiters
@@ -84,14 +85,19 @@ class BoardServer(Replication, service.Service):
         self.board = Board(cfg.name)
         self.journal = Journal(cfg.data_dir)  # opened and closed by its JournalService
         self.committer = GroupCommit(self.journal.append)
-        self.rank: int | None = None
-        self.reference: Any = None  # the reference's DealerClient, from start on
         self.frontend = None
         self._init_replication()  # peers, outbox, incoming, catch-up queue (replication.py)
         # Whether to serve clients: caught up, paused, cut off (bbd/catchup.py).
         self.catchup = CatchUp(clock, pause_threshold=max(1.0, 4 * cfg.timing.heartbeat_interval),
                                check_interval=cfg.timing.pause_check_interval)
         self._tick_call: Any = None  # the catch-up machine's next tick
+        # The rank, the heartbeats and the peer list (bbd/services/registration.py). Asks
+        # through ``_ask`` as looked up at each call (the unit tests replace it).
+        self.registration = ReferenceLink(
+            cfg, clock, self.lamport, self.physical.now, self.catchup,
+            ask=lambda client, service_, data: self._ask(client, service_, data),
+            peers_listed=self._update_peers, carry_out=self._carry_out,
+            running=lambda: self.running)
         self.settling: dict[str, Waiters] = {}  # own ops between proposal and reply, by id
         # Own ops on their way to the journal, not yet applied (visible only once durable).
         self.unapplied: dict[str, tuple[Op, Waiters]] = {}
@@ -100,11 +106,8 @@ class BoardServer(Replication, service.Service):
         # plugin's makeService.
         self.status_parts: list[Callable[[], dict[str, Any]]] = []
         self.handled = 0
-        self._reference_warned = False  # a line said so; the next success says it is back
-        self._started_at = clock.seconds()
         self.factory = None
         self.guard: auth.Guard | None = None
-        self.token = ""  # proves to the reference that our name is ours
         self.coordination = None  # election + Berkeley, attached by the plugin
         self.client_handlers = {
             "login": self._login, "users": self._users, "channel": self._channel,
@@ -119,6 +122,11 @@ class BoardServer(Replication, service.Service):
     def ready(self) -> bool:
         """Caught up and serving clients."""
         return self.catchup.ready
+
+    @property
+    def rank(self) -> int | None:
+        """Given by the reference at registration (None until then, or once written off)."""
+        return self.registration.rank
 
     def _carry_out(self, actions: list[CatchUpAction]) -> defer.Deferred | None:
         """Do what the catch-up machine says; the catch-up it began, if any."""
@@ -173,7 +181,6 @@ class BoardServer(Replication, service.Service):
 
         super().startService()
         # The journal was replayed by the JournalService, started before this one.
-        self.token = auth.server_token(self.cfg.data_dir)
         self.factory = sockets.make_factory()
         mb = self.cfg.max_bytes
         # The ZAP guard first: a CURVE port bound without it would admit any key.
@@ -188,9 +195,7 @@ class BoardServer(Replication, service.Service):
             self._on_sync, mb, inbound)
         self.publisher = sockets.Publisher(
             self.factory, [sockets.connect(self.cfg.publish)], outbound)
-        self.reference = sockets.DealerClient(
-            self.factory, self.cfg.reference, self.clock, mb, outbound)
-        self._last_tick = self._started_at = self.clock.seconds()
+        self.registration.open(self.factory)
         self._start_up().addErrback(self._start_failed)
 
     def _restore(self) -> None:
@@ -234,7 +239,7 @@ class BoardServer(Replication, service.Service):
     @defer.inlineCallbacks
     def _start_up(self) -> Any:
         while self.running and self.rank is None:
-            yield self.heartbeat()
+            yield self.registration.heartbeat()
             if self.rank is None:
                 yield _sleep(self.clock, self.cfg.timing.heartbeat_interval)
         if not self.running:
@@ -277,7 +282,7 @@ class BoardServer(Replication, service.Service):
         while self.settling and self.clock.seconds() < deadline:
             yield _sleep(self.clock, 0.01)
         yield self.outbox_sent()
-        yield self._leave()
+        yield self.registration.leave()
         for peer in self.peers.values():
             self._close_peer(peer)
         # The data files are written once more, and the journal closed, by their own
@@ -288,24 +293,7 @@ class BoardServer(Replication, service.Service):
             self.factory.shutdown()
             self.factory = None
 
-    # -- the reference: registration, heartbeats, peers ------------------------------
-
-    @defer.inlineCallbacks
-    def _leave(self) -> Any:
-        """Stopping on purpose: off the reference's list now, so the peers stop counting
-        on us at their next list (their socket monitors see our links close as well),
-        not after the heartbeat expiry. A reference that does not answer soon is left to
-        the expiry."""
-        if self.rank is None or self.reference is None:
-            return
-        try:
-            yield call(self.reference, "leave", {"user": self.cfg.name, "token": self.token},
-                       lamport=self.lamport, now=self.physical.now,
-                       timeout=min(0.5, self.cfg.timing.peer_timeout))
-            log.info("{name} left the reference's list", name=self.cfg.name)
-        except (PeerUnavailable, ProtocolError) as e:
-            log.info("reference not told we are stopping ({why}); it will notice",
-                     why=str(e))
+    # -- asking peers and the reference ---------------------------------------------
 
     def _ask(self, client: Any, service_: str, data: dict[str, Any]) -> defer.Deferred:
         # A link still coming up (a peer just listed or restarted) gets the timeout to
@@ -313,71 +301,6 @@ class BoardServer(Replication, service.Service):
         return call(client, service_, data, lamport=self.lamport, now=self.physical.now,
                     timeout=self.cfg.timing.peer_timeout,
                     connect_wait=self.cfg.timing.peer_timeout)
-
-    @defer.inlineCallbacks
-    def periodic_heartbeat(self) -> Any:
-        """The heartbeat timer, from the first registration on (start-up registers by
-        itself), also while catching up: a catch-up longer than the reference's expiry
-        must not drop us from its list. Coming back from a cut-off (the reference
-        unreachable, or it had written us off) means the others may have gone on without
-        us: catch up before serving again."""
-        if not self.catchup.heartbeats():
-            return
-        yield self.heartbeat()
-        began = self._carry_out(self.catchup.heartbeat_done(registered=self.rank is not None))
-        if began is not None:
-            yield began
-
-    @defer.inlineCallbacks
-    def heartbeat(self) -> Any:
-        """Register (rank) or heartbeat, then refresh the peer list."""
-        try:
-            if self.rank is None:
-                reply = yield self._ask(self.reference, "rank", {
-                    "user": self.cfg.name, "token": self.token,
-                    "sync": self.cfg.endpoint(self.cfg.sync_port),
-                    "replication": self.cfg.endpoint(self.cfg.replication_port)})
-                if not protocol.is_count(reply.get("rank")):
-                    raise ProtocolError(f"reference replied without a rank: {reply!r:.80}",
-                                        "rank")
-                self.rank = reply["rank"]
-                log.info("{name} registered with rank {rank}", name=self.cfg.name,
-                         rank=self.rank)
-            else:
-                reply = yield self._ask(self.reference, "heartbeat",
-                                        {"user": self.cfg.name, "token": self.token})
-                if reply.get("status") == "unknown":
-                    log.warn("reference does not know {name}: registering again",
-                             name=self.cfg.name)
-                    self.rank = None
-                    self.catchup.written_off()
-                    return
-            reply = yield self._ask(self.reference, "list", {})
-            self._update_peers(reply.get("list") or [], reply.get("registered"))
-            if self._reference_warned:
-                log.info("reference {ref} reachable again", ref=self.cfg.reference)
-            self.catchup.reference_answered()
-            self._reference_warned = False
-        except (PeerUnavailable, ProtocolError) as e:
-            self.catchup.reference_failed()
-            if not self.running or self._reference_warned:
-                return  # stopping, or already said: log changes, not repetitions
-            if self.ready:
-                log.warn("reference {ref} unreachable ({why}); keeping the last peer list",
-                         ref=self.cfg.reference, why=str(e))
-                self._reference_warned = True
-            elif self.clock.seconds() - self._started_at > self.cfg.timing.reference_patience:
-                # At start the reference is often still starting too: only a long wait is
-                # worth a line.
-                log.warn("still waiting for the reference {ref} after {s:.0f} s ({why})",
-                         ref=self.cfg.reference, s=self.clock.seconds() - self._started_at,
-                         why=str(e))
-                self._reference_warned = True
-        except Exception:
-            # A bug here, not the reference: its traceback, and the reference counted as
-            # lost (so a catch-up follows once it works), never "unreachable" alone.
-            log.failure("{name}: registration or heartbeat failed", name=self.cfg.name)
-            self.catchup.reference_failed()
 
     # -- client requests -------------------------------------------------------------
 
@@ -659,7 +582,7 @@ def makeService(options: Options) -> service.MultiService:
             .setServiceParent(group)
     # Timers start after the server and stop with it.
     for interval, fn, what in [
-        (t.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),
+        (t.heartbeat_interval, server.registration.periodic_heartbeat, "heartbeat"),
         (t.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
         (t.coordinator_check_interval, coordination.check_coordinator, "coordinator check"),
         (t.berkeley_interval, coordination.berkeley_tick, "Berkeley round"),
