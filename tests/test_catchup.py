@@ -136,7 +136,7 @@ def wired_server(tmp_path: Path) -> tuple[BoardServer, task.Clock, FakeFrontend,
             heartbeat_interval=0.5, pause_check_interval=CHECK, heartbeat_expiry=2.0))
     clock = task.Clock()
     server = BoardServer(cfg, clock=clock)
-    server.frontend = front = FakeFrontend()
+    server.clients.socket = front = FakeFrontend()
     server.registration.client = object()
     server.running = True
     server.registration.rank = 1
@@ -158,7 +158,7 @@ def test_a_long_catch_up_keeps_heartbeating_then_serves_the_queue(tmp_path: Path
     assert server.catchup.catching_up and len(net.pulls) == 1
     for _ in range(10):  # 5 s: more than twice the reference's expiry
         clock.advance(0.5)
-    server._on_client([b"early"], users_request())
+    server.clients.on_request([b"early"], users_request())
     assert net.to_reference.count("heartbeat") >= 10
     assert front.replies == [] and not server.ready
     net.pulls[0].callback({"ops": [], "more": False})
@@ -176,7 +176,7 @@ def test_a_pause_makes_the_server_catch_up_before_serving(tmp_path: Path) -> Non
     assert server.ready and len(net.pulls) == 1
     clock.advance(THRESHOLD + 1.0)  # stopped: the tick fires late
     assert not server.ready and front.readiness[-1] is False and len(net.pulls) == 2
-    server._on_client([b"after"], users_request())
+    server.clients.on_request([b"after"], users_request())
     assert front.replies == []  # held until caught up
     net.pulls[1].callback({"ops": [], "more": False})
     assert server.ready and [env for env, _ in front.replies] == [[b"after"]]

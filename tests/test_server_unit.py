@@ -11,7 +11,8 @@ import pytest
 from twisted.internet import defer, task
 
 from bbd import config, protocol
-from bbd.services.replication import MAX_QUEUED, _chunks
+from bbd.services.frontend import MAX_QUEUED
+from bbd.services.replication import _chunks
 from bbd.services.server import BoardServer, ServerConfig
 from bbd.state import Op
 
@@ -38,8 +39,8 @@ def make_server(tmp_path: Path, **kw: Any) -> tuple[BoardServer, task.Clock, Fak
         max_bytes=1024 * 1024, timing=TIMING)
     clock = task.Clock()
     server = BoardServer(cfg, clock=clock, **kw)
-    server.frontend = FakeFrontend()
-    return server, clock, server.frontend
+    server.clients.socket = FakeFrontend()
+    return server, clock, server.clients.socket
 
 
 def request(service: str, **data: Any) -> bytes:
@@ -52,19 +53,19 @@ def test_requests_queued_during_catch_up_are_bounded_and_stale_ones_dropped(
     server._resumed_from_pause = lambda: False
     server.catchup.begin()  # catching up: requests wait
     for i in range(3):
-        server._on_client([b"old%d" % i], request("users"))
+        server.clients.on_request([b"old%d" % i], request("users"))
     clock.advance(3.0)  # longer than the request timeout: those clients have retried
-    server._on_client([b"fresh"], request("channels"))
+    server.clients.on_request([b"fresh"], request("channels"))
     for _ in range(MAX_QUEUED - 4):
-        server._on_client([b"filler"], request("users"))
+        server.clients.on_request([b"filler"], request("users"))
     assert front.replies == []
-    server._on_client([b"over"], request("users"))  # no room: refused at once
+    server.clients.on_request([b"over"], request("users"))  # no room: refused at once
     assert [env for env, _ in front.replies] == [[b"over"]]
     assert front.replies[0][1]["data"]["status"] == "erro"
     assert "catching up" in front.replies[0][1]["data"]["description"]
 
     server.catchup.finished()  # caught up: serving
-    server._serve_queued()
+    server.clients.serve_queued()
     served = [env[0] for env, _ in front.replies[1:]]
     assert b"old0" not in served and served[0] == b"fresh"
     assert len(served) == MAX_QUEUED - 3
@@ -91,7 +92,7 @@ def test_client_replies_carry_their_fields_flat_too(tmp_path: Path, service: str
     server, _, front = make_server(tmp_path)
     server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
-    server._on_client([b"c"], request(service))
+    server.clients.on_request([b"c"], request(service))
     reply = front.replies[0][1]
     assert reply["data"][field] == [] and reply[field] == [] and reply["success"] is True
 
@@ -123,7 +124,7 @@ def test_a_journal_that_cannot_be_written_refuses_the_write_and_applies_nothing(
         return defer.fail(OSError(errno, "No space left on device", str(tmp_path)))
 
     server.committer.submit = broken
-    server._on_client([b"c"], request("login", user="ana"))
+    server.clients.on_request([b"c"], request("login", user="ana"))
     reply = front.replies[-1][1]["data"]
     assert reply["status"] == "erro" and "storage unavailable" in reply["description"]
     assert server.board.applied == 0 and server.board.user_list() == []
@@ -133,7 +134,7 @@ def test_a_journal_that_cannot_be_written_refuses_the_write_and_applies_nothing(
     server.committer.submit = lambda records: defer.succeed(None)
     server._outbox_call = "no peers"  # nothing to replicate to
     server._replicate = lambda op: defer.succeed(None)
-    server._on_client([b"c"], request("login", user="ana"))
+    server.clients.on_request([b"c"], request("login", user="ana"))
     assert front.replies[-1][1]["data"]["status"] == "sucesso"
     assert server.board.user_list() == ["ana"] and server.storage_error is None
     assert next(iter(server.board.ops)) == "servidor-1:1"
@@ -154,14 +155,14 @@ def test_private_messages_take_from_and_to(tmp_path: Path) -> None:
 
     server.publisher = Pub()
     for user in ("ana", "bia"):
-        server._on_client([b"c"], request("login", user=user))
-    server._on_client([b"c"], request("message", **{"from": "ana", "to": "bia",
+        server.clients.on_request([b"c"], request("login", user=user))
+    server.clients.on_request([b"c"], request("message", **{"from": "ana", "to": "bia",
                                                     "message": "oi"}))
     assert front.replies[-1][1]["data"]["status"] == "OK"
     topic, payload = published[-1]
     assert topic == "bia" and payload["src"] == payload["from"] == "ana"
     assert payload["dst"] == payload["to"] == "bia" and payload["user"] == "ana"
-    server._on_client([b"c"], request("history_messages", user="bia"))
+    server.clients.on_request([b"c"], request("history_messages", user="bia"))
     items = front.replies[-1][1]["messages"]
     assert [(m["from"], m["to"], m["message"]) for m in items] == [("ana", "bia", "oi")]
 
@@ -278,7 +279,7 @@ def test_a_competitor_in_an_ack_decides_the_outcome_even_on_a_slow_disk(
     server.peers["servidor-2"] = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1")
     server._ask = lambda client, service, data: defer.succeed(
         {"status": "OK", "competitors": [earlier.to_dict()]})
-    server._on_client([b"c"], request("channel", channel="sala", id="my-rid"))
+    server.clients.on_request([b"c"], request("channel", channel="sala", id="my-rid"))
     disk.pop(0).callback(None)  # our own operation is durable
     clock.advance(0)  # the outbox leaves: the ack names servidor-2's earlier creation
     assert front.replies == []  # not decided while the competitor is not on our board
@@ -308,7 +309,7 @@ def test_a_stopping_server_lets_writes_in_flight_finish_replicating(tmp_path: Pa
     server.peers["servidor-2"] = peer
     acks: list[defer.Deferred] = []
     server._ask = lambda client, service, data: acks.append(defer.Deferred()) or acks[-1]
-    server._on_client([b"c"], request("channel", channel="sala"))
+    server.clients.on_request([b"c"], request("channel", channel="sala"))
     clock.advance(0)  # the replicate leaves and waits for its ack
     assert len(acks) == 1
     stopped = server._stop()
@@ -411,7 +412,7 @@ def test_stop_sends_a_waiting_outbox_at_once_and_fires_its_writes(tmp_path: Path
     sent: list[dict] = []
     server._ask = lambda client, service, data: sent.append(data) or defer.succeed(
         {"status": "OK", "competitors": []})
-    server._on_client([b"c"], request("channel", channel="sala"))
+    server.clients.on_request([b"c"], request("channel", channel="sala"))
     assert sent == [] and server._outbox_call is not None  # waiting for its turn
     done = server.outbox_sent()
     assert done.called

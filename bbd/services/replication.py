@@ -28,9 +28,6 @@ from bbd.state import Board, Op
 
 log = Logger()
 
-# A client request queued during catch-up is dropped once it has waited this many request
-# timeouts (its client has retried by then); beyond MAX_QUEUED, requests are refused at once.
-MAX_QUEUED = 1000
 # The most own operations a replicate carries ahead of its batch to fill a peer's gap; a
 # larger gap is left to the peer's pull.
 MAX_FILL = 1000
@@ -58,7 +55,6 @@ class Replication:
     # batch: a replicate that follows them is no gap (entitlement), and the same op
     # arriving again (a pull page, a gap fill) waits for that batch, not journaled twice.
     incoming: dict[str, Waiters]
-    queued: list[tuple[float, list[bytes], bytes]]  # client requests held during catch-up
     _outbox: list[tuple[Op, defer.Deferred]]
     _outbox_call: Any
     _sends: set[defer.Deferred]  # outbox sends under way
@@ -75,15 +71,12 @@ class Replication:
     committer: GroupCommit
     catchup: CatchUp
     responder: Responder
-    client_responder: Responder
     factory: Any
-    frontend: Any
     registration: Any  # ReferenceLink: the rank, heartbeats, the reference's list
     replication_router: Any
     coordination: Any
     _ask: Callable[[Any, str, dict[str, Any]], defer.Deferred]
     _carry_out: Callable[[list[Any]], defer.Deferred | None]
-    _on_client: Callable[[list[bytes], bytes], None]
     unapplied_where: Callable[[Callable[[Op], bool]], defer.Deferred]
     _storage_works: Callable[[], None]
     _storage_error: Callable[[OSError], None]
@@ -92,7 +85,6 @@ class Replication:
         self.peers = {}
         self.registered = {}
         self.incoming = {}
-        self.queued = []
         self._outbox = []
         self._outbox_call = None
         self._sends = set()
@@ -456,26 +448,6 @@ class Replication:
         self.catch_ups[why] = self.catch_ups.get(why, 0) + 1
         self.last_catch_up = {"why": why, "ops": total, "seconds": round(took, 3)}
         self._carry_out(self.catchup.finished())
-
-    def _serve_queued(self) -> None:
-        queued, self.queued = self.queued, []
-        oldest = self.clock.seconds() - self.cfg.timing.request_timeout
-        fresh = [(envelope, body) for at, envelope, body in queued if at >= oldest]
-        if len(fresh) < len(queued):
-            log.info("dropped {n} client requests queued during catch-up for longer than "
-                     "{t} s: their clients have retried by now", n=len(queued) - len(fresh),
-                     t=self.cfg.timing.request_timeout)
-        for envelope, body in fresh:
-            self._on_client(envelope, body)
-
-    def _queue(self, envelope: list[bytes], body: bytes) -> None:
-        """Hold a client request until catch-up ends, within bounds."""
-        if len(self.queued) >= MAX_QUEUED:
-            self.client_responder.refuse(
-                lambda out: self.frontend.reply(envelope, out), body,
-                "server is catching up with its peers; try again")
-            return
-        self.queued.append((self.clock.seconds(), envelope, body))
 
     def _page_bytes(self) -> int:
         """The budget of one replicate or pull message: well under the frame limit, since

@@ -36,6 +36,7 @@ from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
 from bbd.protocol import ProtocolError, Request
+from bbd.services.frontend import ClientFrontEnd
 from bbd.services.registration import ReferenceLink
 from bbd.services.replication import Replication
 from bbd.services.responder import Responder, call
@@ -81,12 +82,10 @@ class BoardServer(Replication, service.Service):
         # clock built on it.
         self.physical = PhysicalClock(clock.seconds, skew=cfg.clock_skew, drift=cfg.clock_drift)
         self.responder = Responder(self.lamport, self.physical.now, log)
-        self.client_responder = Responder(self.lamport, self.physical.now, log, clients=True)
         self.board = Board(cfg.name)
         self.journal = Journal(cfg.data_dir)  # opened and closed by its JournalService
         self.committer = GroupCommit(self.journal.append)
-        self.frontend = None
-        self._init_replication()  # peers, outbox, incoming, catch-up queue (replication.py)
+        self._init_replication()  # peers, outbox, incoming (replication.py)
         # Whether to serve clients: caught up, paused, cut off (bbd/catchup.py).
         self.catchup = CatchUp(clock, pause_threshold=max(1.0, 4 * cfg.timing.heartbeat_interval),
                                check_interval=cfg.timing.pause_check_interval)
@@ -105,7 +104,6 @@ class BoardServer(Replication, service.Service):
         # More status fields from the server's other services (the data files'), by the
         # plugin's makeService.
         self.status_parts: list[Callable[[], dict[str, Any]]] = []
-        self.handled = 0
         self.factory = None
         self.guard: auth.Guard | None = None
         self.coordination = None  # election + Berkeley, attached by the plugin
@@ -117,6 +115,13 @@ class BoardServer(Replication, service.Service):
             "history_messages": self._history_messages,
             "history_channel": self._history_channel,
         }
+        # The broker's link, the catch-up queue and the clients' responder
+        # (bbd/services/frontend.py); it looks ``_resumed_from_pause`` up at each request
+        # (the unit tests replace it).
+        self.clients = ClientFrontEnd(
+            cfg, clock, self.lamport, self.physical.now, self.client_handlers,
+            ready=lambda: self.ready, resumed_from_pause=lambda: self._resumed_from_pause(),
+            served=self._served)
 
     @property
     def ready(self) -> bool:
@@ -138,11 +143,7 @@ class BoardServer(Replication, service.Service):
             elif isinstance(action, BeginCatchUp):
                 began = self.catch_up(action.why)
             elif isinstance(action, ServingChanged):
-                tell = getattr(self.frontend, "set_ready", None)  # the worker link only
-                if tell is not None:
-                    tell(action.serving)  # the broker is told at once
-                if action.serving:
-                    self._serve_queued()
+                self.clients.set_ready(action.serving)  # the broker is told at once
                 self._schedule_tick()
         return began
 
@@ -245,19 +246,7 @@ class BoardServer(Replication, service.Service):
         if not self.running:
             return
         yield self.catch_up("start")
-        from bbd import sockets
-
-        # The broker's backend is one of the board's internal links: CURVE when keys are on.
-        security = auth.client_options(self.cfg.keys)
-        if self.cfg.routing == "round-robin":
-            self.frontend = sockets.RouterServer(self.factory, [sockets.connect(self.cfg.broker)],
-                                                 self._on_client, self.cfg.max_bytes, security)
-        else:
-            self.frontend = sockets.BrokerWorker(
-                self.factory, self.cfg.broker, self._on_client, name=self.cfg.name,
-                credit=self.cfg.credit, clock=self.clock,
-                heartbeat=self.cfg.timing.broker_heartbeat, ready=self.ready,
-                max_bytes=self.cfg.max_bytes, security=security)
+        self.clients.open(self.factory)
         log.info("{name} (rank {rank}) serving clients via {broker}", name=self.cfg.name,
                  rank=self.rank, broker=self.cfg.broker)
         if self.coordination is not None:
@@ -272,9 +261,7 @@ class BoardServer(Replication, service.Service):
 
     @defer.inlineCallbacks
     def _stop(self) -> Any:
-        goodbye = getattr(self.frontend, "close", None)  # the worker link says BYE
-        if goodbye is not None:
-            goodbye()
+        self.clients.close()  # the worker link says BYE
         # Writes in flight finish replicating before the links to the peers close: one
         # decided without them would be granted here alone (found by the nemesis: a
         # channel name granted twice across a SIGTERM, no partition involved).
@@ -304,16 +291,9 @@ class BoardServer(Replication, service.Service):
 
     # -- client requests -------------------------------------------------------------
 
-    def _on_client(self, envelope: list[bytes], body: bytes) -> None:
-        self._resumed_from_pause()  # a tick of the catch-up machine: paused?
-        if not self.ready:
-            self._queue(envelope, body)
-            return
-        self.handled += 1
-        self.client_responder.handle(lambda out: self.frontend.reply(envelope, out), body,
-                                     self.client_handlers, self.frontend.request_id(envelope))
+    def _served(self, handled: int) -> None:
         if self.coordination is not None:
-            self.coordination.message_handled(self.handled)
+            self.coordination.message_handled(handled)
 
     def _users(self, req: Request) -> dict[str, Any]:
         users = self.board.user_list()
@@ -482,10 +462,10 @@ class BoardServer(Replication, service.Service):
             "applied": self.board.applied, "vector": self.board.vector,
             "storage_error": self.storage_error,
             "peers": {p.name: p.up for p in self.peers.values()},
-            "handled": self.handled,  # client requests served: the dashboard's requests/s
+            "handled": self.clients.handled,  # the dashboard's requests/s
             "catch_ups": dict(self.catch_ups), "last_catch_up": self.last_catch_up,
         }
-        view = getattr(self.frontend, "view", None)
+        view = self.clients.view()
         if view is not None:  # what the broker last said of us: routing here, in flight
             status["broker"] = view
         for part in self.status_parts:
