@@ -106,7 +106,7 @@ class FakeFrontend:
 
 
 class Net:
-    """The reference and one peer, as ``BoardServer._ask`` sees them."""
+    """The reference and one peer, as ``BoardServer.ask`` sees them."""
 
     def __init__(self, server: BoardServer) -> None:
         self.server = server
@@ -140,9 +140,10 @@ def wired_server(tmp_path: Path) -> tuple[BoardServer, task.Clock, FakeFrontend,
     server.registration.client = object()
     server.running = True
     server.registration.rank = 1
-    server.peers = {"servidor-2": Peer("servidor-2", 2, "tcp://peer:2", "", repl_client=object())}
+    server.replication.peers = {
+        "servidor-2": Peer("servidor-2", 2, "tcp://peer:2", "", repl_client=object())}
     net = Net(server)
-    server._ask = net.ask
+    server.ask = net.ask
     return server, clock, front, net
 
 
@@ -154,7 +155,7 @@ def test_a_long_catch_up_keeps_heartbeating_then_serves_the_queue(tmp_path: Path
     server, clock, front, net = wired_server(tmp_path)
     heartbeat = every(0.5, server.registration.periodic_heartbeat, "heartbeat", clock=clock)
     heartbeat.startService()
-    server.catch_up("start")
+    server.replication.catch_up("start")
     assert server.catchup.catching_up and len(net.pulls) == 1
     for _ in range(10):  # 5 s: more than twice the reference's expiry
         clock.advance(0.5)
@@ -169,7 +170,7 @@ def test_a_long_catch_up_keeps_heartbeating_then_serves_the_queue(tmp_path: Path
 
 def test_a_pause_makes_the_server_catch_up_before_serving(tmp_path: Path) -> None:
     server, clock, front, net = wired_server(tmp_path)
-    server.catch_up("start")
+    server.replication.catch_up("start")
     net.pulls[0].callback({"ops": [], "more": False})
     for _ in range(10):
         clock.advance(CHECK)  # the machine's tick at its deadline: no pause
@@ -185,7 +186,7 @@ def test_a_pause_makes_the_server_catch_up_before_serving(tmp_path: Path) -> Non
 def test_a_cut_off_from_the_reference_makes_the_server_catch_up_again(
         tmp_path: Path) -> None:
     server, clock, front, net = wired_server(tmp_path)
-    server.catch_up("start")
+    server.replication.catch_up("start")
     net.pulls[0].callback({"ops": [], "more": False})
     net.reference_up = False
     server.registration.periodic_heartbeat()
@@ -195,3 +196,14 @@ def test_a_cut_off_from_the_reference_makes_the_server_catch_up_again(
     assert len(net.pulls) == 2 and not server.ready  # back: the others went on without us
     net.pulls[1].callback({"ops": [], "more": False})
     assert server.ready
+
+
+def test_anti_entropy_pulls_from_every_peer_only_while_serving(tmp_path: Path) -> None:
+    server, clock, front, net = wired_server(tmp_path)
+    server.replication.anti_entropy()
+    assert net.pulls == []  # not caught up yet: that is the catch-up's job
+    server.replication.catch_up("start")
+    net.pulls[0].callback({"ops": [], "more": False})
+    assert server.ready
+    server.replication.anti_entropy()
+    assert len(net.pulls) == 2

@@ -26,7 +26,7 @@ log = Logger()
 # What to do with the reference's list: the listed (live) servers, and every server it
 # ever ranked.
 PeersListed = Callable[[list[Any], Any], None]
-# Ask a link (the reference's, here) for a service: the server's ``_ask``.
+# Ask a link (the reference's, here) for a service: the server's ``ask``.
 Ask = Callable[[Any, str, dict[str, Any]], defer.Deferred]
 
 

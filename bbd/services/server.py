@@ -38,7 +38,7 @@ from bbd.physclock import PhysicalClock
 from bbd.protocol import ProtocolError, Request
 from bbd.services.frontend import ClientFrontEnd
 from bbd.services.registration import ReferenceLink
-from bbd.services.replication import Replication
+from bbd.services.replication import Peer, Replication
 from bbd.services.responder import Responder, call
 from bbd.services.waiters import Waiters
 from bbd.state import Board, Op
@@ -71,7 +71,7 @@ class ServerConfig:
         return f"tcp://{self.host}:{port}"
 
 
-class BoardServer(Replication, service.Service):
+class BoardServer(service.Service):
     def __init__(self, cfg: ServerConfig, clock: Any = reactor,
                  exit: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
@@ -85,17 +85,18 @@ class BoardServer(Replication, service.Service):
         self.board = Board(cfg.name)
         self.journal = Journal(cfg.data_dir)  # opened and closed by its JournalService
         self.committer = GroupCommit(self.journal.append)
-        self._init_replication()  # peers, outbox, incoming (replication.py)
         # Whether to serve clients: caught up, paused, cut off (bbd/catchup.py).
         self.catchup = CatchUp(clock, pause_threshold=max(1.0, 4 * cfg.timing.heartbeat_interval),
                                check_interval=cfg.timing.pause_check_interval)
         self._tick_call: Any = None  # the catch-up machine's next tick
+        # Peers, replication, pulls, catch-up (replication.py), through ``WritePath``.
+        self.replication = Replication(self)
         # The rank, the heartbeats and the peer list (bbd/services/registration.py). Asks
-        # through ``_ask`` as looked up at each call (the unit tests replace it).
+        # through ``ask`` as looked up at each call (the unit tests replace it).
         self.registration = ReferenceLink(
             cfg, clock, self.lamport, self.physical.now, self.catchup,
-            ask=lambda client, service_, data: self._ask(client, service_, data),
-            peers_listed=self._update_peers, carry_out=self._carry_out,
+            ask=lambda client, service_, data: self.ask(client, service_, data),
+            peers_listed=self.replication._update_peers, carry_out=self.carry_out,
             running=lambda: self.running)
         self.settling: dict[str, Waiters] = {}  # own ops between proposal and reply, by id
         # Own ops on their way to the journal, not yet applied (visible only once durable).
@@ -133,7 +134,7 @@ class BoardServer(Replication, service.Service):
         """Given by the reference at registration (None until then, or once written off)."""
         return self.registration.rank
 
-    def _carry_out(self, actions: list[CatchUpAction]) -> defer.Deferred | None:
+    def carry_out(self, actions: list[CatchUpAction]) -> defer.Deferred | None:
         """Do what the catch-up machine says; the catch-up it began, if any."""
         began = None
         for action in actions:
@@ -141,7 +142,7 @@ class BoardServer(Replication, service.Service):
                 log.warn("{name} was paused for {gap:.1f} s: catching up before serving",
                          name=self.cfg.name, gap=action.gap)
             elif isinstance(action, BeginCatchUp):
-                began = self.catch_up(action.why)
+                began = self.replication.catch_up(action.why)
             elif isinstance(action, ServingChanged):
                 self.clients.set_ready(action.serving)  # the broker is told at once
                 self._schedule_tick()
@@ -159,7 +160,7 @@ class BoardServer(Replication, service.Service):
 
     def _tick(self) -> None:
         self._tick_call = None
-        began = self._carry_out(self.catchup.tick())
+        began = self.carry_out(self.catchup.tick())
         if began is not None:
             began.addErrback(lambda f: log.failure("catch-up after a pause failed", f))
         self._schedule_tick()
@@ -169,7 +170,7 @@ class BoardServer(Replication, service.Service):
         others went on without us. Checked on every client request too, because after a
         pause the reactor handles the queued requests before any timer. True if a
         catch-up began."""
-        began = self._carry_out(self.catchup.tick())
+        began = self.carry_out(self.catchup.tick())
         if began is None:
             return False
         began.addErrback(lambda f: log.failure("catch-up after a pause failed", f))
@@ -245,7 +246,7 @@ class BoardServer(Replication, service.Service):
                 yield _sleep(self.clock, self.cfg.timing.heartbeat_interval)
         if not self.running:
             return
-        yield self.catch_up("start")
+        yield self.replication.catch_up("start")
         self.clients.open(self.factory)
         log.info("{name} (rank {rank}) serving clients via {broker}", name=self.cfg.name,
                  rank=self.rank, broker=self.cfg.broker)
@@ -268,10 +269,10 @@ class BoardServer(Replication, service.Service):
         deadline = self.clock.seconds() + 2 * self.cfg.timing.peer_timeout
         while self.settling and self.clock.seconds() < deadline:
             yield _sleep(self.clock, 0.01)
-        yield self.outbox_sent()
+        yield self.replication.outbox_sent()
         yield self.registration.leave()
-        for peer in self.peers.values():
-            self._close_peer(peer)
+        for peer in self.replication.peers.values():
+            self.replication._close_peer(peer)
         # The data files are written once more, and the journal closed, by their own
         # services, which stop after this one (persistence.InOrder).
         if self.guard is not None:
@@ -282,7 +283,7 @@ class BoardServer(Replication, service.Service):
 
     # -- asking peers and the reference ---------------------------------------------
 
-    def _ask(self, client: Any, service_: str, data: dict[str, Any]) -> defer.Deferred:
+    def ask(self, client: Any, service_: str, data: dict[str, Any]) -> defer.Deferred:
         # A link still coming up (a peer just listed or restarted) gets the timeout to
         # connect: failing at once would leave that peer out of the write.
         return call(client, service_, data, lamport=self.lamport, now=self.physical.now,
@@ -382,12 +383,12 @@ class BoardServer(Replication, service.Service):
                 raise ProtocolError("storage unavailable on this server (" + e.strerror
                                     + "); the request was not applied", service_) from None
             else:
-                self._storage_works()
+                self.storage_works()
                 self.board.apply(op)
             finally:
                 del self.unapplied[op.id]
                 durable.fire()
-            yield self._replicate(op)
+            yield self.replication._replicate(op)
         finally:
             del self.settling[op.id]
             settling.fire()
@@ -419,16 +420,16 @@ class BoardServer(Replication, service.Service):
         existed. Its sequence number is given out again, so the origin's sequence keeps no
         gap (every later own op of that batch, and those queued behind it, failed too)."""
         self.board.next_seq = min(self.board.next_seq, op.seq)
-        self._storage_error(error)
+        self.storage_broke(error)
 
-    def _storage_error(self, error: OSError) -> None:
+    def storage_broke(self, error: OSError) -> None:
         why = f"{error.strerror or error} ({error.filename or self.journal.path})"
         if self.storage_error is None:
             log.error("storage unavailable: journal write failed: {why}; refusing writes "
                       "until it works again, serving reads", why=why)
         self.storage_error = why
 
-    def _storage_works(self) -> None:
+    def storage_works(self) -> None:
         if self.storage_error is not None:
             log.info("storage works again: taking writes")
             self.storage_error = None
@@ -443,6 +444,21 @@ class BoardServer(Replication, service.Service):
         from bbd.services.persistence import until
 
         return until(self.clock, self.committer.idle)
+
+    # -- replication port, and the hooks replication calls ---------------------------
+
+    def _on_replication(self, envelope: list[bytes], body: bytes) -> None:
+        self.responder.handle(lambda out: self.replication_router.reply(envelope, out), body,
+                              self.replication.handlers)
+
+    def peers_changed(self) -> None:
+        if self.coordination is not None:
+            self.coordination.peers_changed()
+
+    @property
+    def peers(self) -> dict[str, Peer]:
+        """The live peers, as replication knows them (the coordination reads them)."""
+        return self.replication.peers
 
     # -- sync port (clock, election, Berkeley, status) -------------------------------
 
@@ -461,9 +477,10 @@ class BoardServer(Replication, service.Service):
             "clock": self.lamport.value, "offset": self.physical.offset(),
             "applied": self.board.applied, "vector": self.board.vector,
             "storage_error": self.storage_error,
-            "peers": {p.name: p.up for p in self.peers.values()},
+            "peers": {p.name: p.up for p in self.replication.peers.values()},
             "handled": self.clients.handled,  # the dashboard's requests/s
-            "catch_ups": dict(self.catch_ups), "last_catch_up": self.last_catch_up,
+            "catch_ups": dict(self.replication.catch_ups),
+            "last_catch_up": self.replication.last_catch_up,
         }
         view = self.clients.view()
         if view is not None:  # what the broker last said of us: routing here, in flight
@@ -543,7 +560,8 @@ def makeService(options: Options) -> service.MultiService:
     cfg = _server_config(options)
     t = cfg.timing
     server = BoardServer(cfg)
-    files = DataFilesService(cfg.data_dir, server.board, server._take, server.writes_done,
+    files = DataFilesService(cfg.data_dir, server.board, server.replication._take,
+                             server.writes_done,
                              snapshot_interval=t.snapshot_interval,
                              reload_interval=t.reload_interval, clock=server.clock)
     server.status_parts.append(files.status)
@@ -563,7 +581,7 @@ def makeService(options: Options) -> service.MultiService:
     # Timers start after the server and stop with it.
     for interval, fn, what in [
         (t.heartbeat_interval, server.registration.periodic_heartbeat, "heartbeat"),
-        (t.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
+        (t.anti_entropy_interval, server.replication.anti_entropy, "anti-entropy"),
         (t.coordinator_check_interval, coordination.check_coordinator, "coordinator check"),
         (t.berkeley_interval, coordination.berkeley_tick, "Berkeley round"),
     ]:
