@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,17 @@ class ServerConfig:
         return f"tcp://{self.host}:{port}"
 
 
+@dataclass
+class Hooks:
+    """What other parts of the daemon (the coordination) hang on the server, wired by
+    makeService: the server calls them and holds no other pointer to those parts."""
+
+    sync_handlers: dict[str, Callable[[Request], Any]] = field(default_factory=dict)
+    started: list[Callable[[], None]] = field(default_factory=list)  # serving clients
+    peers_changed: list[Callable[[], None]] = field(default_factory=list)
+    served: list[Callable[[int], None]] = field(default_factory=list)  # requests so far
+
+
 class BoardServer(service.Service):
     def __init__(self, cfg: ServerConfig, clock: Any = reactor,
                  exit: Callable[[], None] | None = None) -> None:
@@ -107,7 +118,7 @@ class BoardServer(service.Service):
         self.status_parts: list[Callable[[], dict[str, Any]]] = []
         self.factory = None
         self.guard: auth.Guard | None = None
-        self.coordination = None  # election + Berkeley, attached by the plugin
+        self.hooks = Hooks()  # the coordination's (election, Berkeley), by makeService
         self.client_handlers = {
             "login": self._login, "users": self._users, "channel": self._channel,
             "channels": self._channels, "publish": self._publish, "message": self._message,
@@ -250,8 +261,8 @@ class BoardServer(service.Service):
         self.clients.open(self.factory)
         log.info("{name} (rank {rank}) serving clients via {broker}", name=self.cfg.name,
                  rank=self.rank, broker=self.cfg.broker)
-        if self.coordination is not None:
-            self.coordination.started()
+        for hook in self.hooks.started:
+            hook()
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
@@ -293,8 +304,8 @@ class BoardServer(service.Service):
     # -- client requests -------------------------------------------------------------
 
     def _served(self, handled: int) -> None:
-        if self.coordination is not None:
-            self.coordination.message_handled(handled)
+        for hook in self.hooks.served:
+            hook(handled)
 
     def _users(self, req: Request) -> dict[str, Any]:
         users = self.board.user_list()
@@ -452,8 +463,8 @@ class BoardServer(service.Service):
                               self.replication.handlers)
 
     def peers_changed(self) -> None:
-        if self.coordination is not None:
-            self.coordination.peers_changed()
+        for hook in self.hooks.peers_changed:
+            hook()
 
     @property
     def peers(self) -> dict[str, Peer]:
@@ -463,9 +474,7 @@ class BoardServer(service.Service):
     # -- sync port (clock, election, Berkeley, status) -------------------------------
 
     def _on_sync(self, envelope: list[bytes], body: bytes) -> None:
-        handlers = {"clock": self._clock, "status": self._status}
-        if self.coordination is not None:
-            handlers.update(self.coordination.handlers())
+        handlers = {"clock": self._clock, "status": self._status, **self.hooks.sync_handlers}
         self.responder.handle(lambda out: self.sync_router.reply(envelope, out), body, handlers)
 
     def _clock(self, req: Request) -> dict[str, Any]:
@@ -485,10 +494,8 @@ class BoardServer(service.Service):
         view = self.clients.view()
         if view is not None:  # what the broker last said of us: routing here, in flight
             status["broker"] = view
-        for part in self.status_parts:
+        for part in self.status_parts:  # the data files', then the coordination's
             status.update(part())
-        if self.coordination is not None:
-            status.update(self.coordination.status())
         return status
 
 
@@ -567,7 +574,12 @@ def makeService(options: Options) -> service.MultiService:
     server.status_parts.append(files.status)
     # After the server in its group: it starts once the server's socket factory exists,
     # and stops (closing its subscriber) before the server shuts the factory down.
-    coordination = server.coordination = CoordinationService(server, t)
+    coordination = CoordinationService(server, t)
+    server.status_parts.append(coordination.status)
+    server.hooks.sync_handlers.update(coordination.handlers())
+    server.hooks.started.append(coordination.started)
+    server.hooks.peers_changed.append(coordination.peers_changed)
+    server.hooks.served.append(coordination.message_handled)
     group = service.MultiService()
     group.setName("server")
     for name, child in [("write path", server), ("coordination", coordination)]:
