@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from bbd.client import Client, Unavailable
 from bbd.localcluster import Cluster, wait_for
@@ -100,13 +101,17 @@ def assert_exactly_once(files: dict, acked: list[str]) -> None:
     assert not missing, f"{len(missing)} acknowledged posts lost, e.g. {missing[:5]}"
 
 
-def kill_and_restart_under_load(cluster: Cluster, name: str, writers: int) -> Writers:
-    """Writes go on before, while and after ``name`` is down; returns the writers."""
+def kill_and_restart_under_load(cluster: Cluster, name: str, writers: int,
+                                while_down: Callable[[], None] | None = None) -> Writers:
+    """Writes go on before, while and after ``name`` is down (and until ``while_down``
+    returns); returns the writers."""
     setup_board(cluster)
     with Writers(cluster, writers) as w:
         w.wait_more(150, "before the kill")
         cluster.kill(name)
         w.wait_more(150, f"while {name} is down")
+        if while_down is not None:
+            while_down()
         cluster.spawn(name)
         cluster.wait_up([name])
         w.wait_more(150, f"after {name} is back")
@@ -121,7 +126,13 @@ def test_sigkill_mid_stream_then_restart(make_cluster) -> None:
 
 def test_reference_restart_during_stream(make_cluster) -> None:
     cluster = make_cluster()
-    kill_and_restart_under_load(cluster, "reference", 4)
+
+    def every_server_noticed() -> None:
+        # A restart quicker than a heartbeat would cut nobody off: wait until each saw it.
+        wait_for(lambda: all((cluster.status(n) or {}).get("reference_lost")
+                             for n in cluster.names()), 10, "every server to miss the reference")
+
+    kill_and_restart_under_load(cluster, "reference", 4, every_server_noticed)
     listing = cluster.ask(cluster.reference, "list")["list"]
     assert sorted(e["name"] for e in listing) == cluster.names()
     # Cut off from the reference, each server caught up again before serving on.

@@ -486,6 +486,8 @@ class BoardServer(service.Service):
             "clock": self.lamport.value, "offset": self.physical.offset(),
             "applied": self.board.applied, "vector": self.board.vector,
             "storage_error": self.storage_error,
+            # The reference's last request failed: a catch-up is owed once it answers.
+            "reference_lost": self.catchup.reference_lost,
             "peers": {p.name: p.up for p in self.replication.peers.values()},
             "handled": self.clients.handled,  # the dashboard's requests/s
             "catch_ups": dict(self.replication.catch_ups),
