@@ -156,5 +156,5 @@ def site_service(registry: CollectorRegistry, port: int, interface: str) -> Any:
 def attach_to_server(board: Any, port: int, interface: str) -> Any:
     """Wire a board server's metrics: the per-request hook and the page's service."""
     metrics = ServerMetrics(lambda: board._status(None), board.journal.path)
-    board.client_responder.observe = metrics.observe
+    board.clients.responder.observe = metrics.observe
     return site_service(metrics.registry, port, interface)

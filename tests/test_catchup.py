@@ -106,7 +106,7 @@ class FakeFrontend:
 
 
 class Net:
-    """The reference and one peer, as ``BoardServer._ask`` sees them."""
+    """The reference and one peer, as ``BoardServer.ask`` sees them."""
 
     def __init__(self, server: BoardServer) -> None:
         self.server = server
@@ -115,7 +115,7 @@ class Net:
         self.pulls: list[defer.Deferred] = []
 
     def ask(self, client: Any, service_: str, data: dict) -> defer.Deferred:
-        if client is self.server.reference:
+        if client is self.server.registration.client:
             self.to_reference.append(service_)
             if not self.reference_up:
                 return defer.fail(PeerUnavailable("reference: timeout"))
@@ -136,13 +136,14 @@ def wired_server(tmp_path: Path) -> tuple[BoardServer, task.Clock, FakeFrontend,
             heartbeat_interval=0.5, pause_check_interval=CHECK, heartbeat_expiry=2.0))
     clock = task.Clock()
     server = BoardServer(cfg, clock=clock)
-    server.frontend = front = FakeFrontend()
-    server.reference = object()
+    server.clients.socket = front = FakeFrontend()
+    server.registration.client = object()
     server.running = True
-    server.rank = 1
-    server.peers = {"servidor-2": Peer("servidor-2", 2, "tcp://peer:2", "", repl_client=object())}
+    server.registration.rank = 1
+    server.replication.peers = {
+        "servidor-2": Peer("servidor-2", 2, "tcp://peer:2", "", repl_client=object())}
     net = Net(server)
-    server._ask = net.ask
+    server.ask = net.ask
     return server, clock, front, net
 
 
@@ -152,13 +153,13 @@ def users_request() -> bytes:
 
 def test_a_long_catch_up_keeps_heartbeating_then_serves_the_queue(tmp_path: Path) -> None:
     server, clock, front, net = wired_server(tmp_path)
-    heartbeat = every(0.5, server.periodic_heartbeat, "heartbeat", clock=clock)
+    heartbeat = every(0.5, server.registration.periodic_heartbeat, "heartbeat", clock=clock)
     heartbeat.startService()
-    server.catch_up("start")
+    server.replication.catch_up("start")
     assert server.catchup.catching_up and len(net.pulls) == 1
     for _ in range(10):  # 5 s: more than twice the reference's expiry
         clock.advance(0.5)
-    server._on_client([b"early"], users_request())
+    server.clients.on_request([b"early"], users_request())
     assert net.to_reference.count("heartbeat") >= 10
     assert front.replies == [] and not server.ready
     net.pulls[0].callback({"ops": [], "more": False})
@@ -169,14 +170,14 @@ def test_a_long_catch_up_keeps_heartbeating_then_serves_the_queue(tmp_path: Path
 
 def test_a_pause_makes_the_server_catch_up_before_serving(tmp_path: Path) -> None:
     server, clock, front, net = wired_server(tmp_path)
-    server.catch_up("start")
+    server.replication.catch_up("start")
     net.pulls[0].callback({"ops": [], "more": False})
     for _ in range(10):
         clock.advance(CHECK)  # the machine's tick at its deadline: no pause
     assert server.ready and len(net.pulls) == 1
     clock.advance(THRESHOLD + 1.0)  # stopped: the tick fires late
     assert not server.ready and front.readiness[-1] is False and len(net.pulls) == 2
-    server._on_client([b"after"], users_request())
+    server.clients.on_request([b"after"], users_request())
     assert front.replies == []  # held until caught up
     net.pulls[1].callback({"ops": [], "more": False})
     assert server.ready and [env for env, _ in front.replies] == [[b"after"]]
@@ -185,13 +186,24 @@ def test_a_pause_makes_the_server_catch_up_before_serving(tmp_path: Path) -> Non
 def test_a_cut_off_from_the_reference_makes_the_server_catch_up_again(
         tmp_path: Path) -> None:
     server, clock, front, net = wired_server(tmp_path)
-    server.catch_up("start")
+    server.replication.catch_up("start")
     net.pulls[0].callback({"ops": [], "more": False})
     net.reference_up = False
-    server.periodic_heartbeat()
+    server.registration.periodic_heartbeat()
     assert server.ready and len(net.pulls) == 1  # serving on the last peer list
     net.reference_up = True
-    server.periodic_heartbeat()
+    server.registration.periodic_heartbeat()
     assert len(net.pulls) == 2 and not server.ready  # back: the others went on without us
     net.pulls[1].callback({"ops": [], "more": False})
     assert server.ready
+
+
+def test_anti_entropy_pulls_from_every_peer_only_while_serving(tmp_path: Path) -> None:
+    server, clock, front, net = wired_server(tmp_path)
+    server.replication.anti_entropy()
+    assert net.pulls == []  # not caught up yet: that is the catch-up's job
+    server.replication.catch_up("start")
+    net.pulls[0].callback({"ops": [], "more": False})
+    assert server.ready
+    server.replication.anti_entropy()
+    assert len(net.pulls) == 2

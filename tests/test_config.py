@@ -101,7 +101,7 @@ def test_a_value_changed_in_a_config_file_reaches_the_server_cores(
     assert 0.3 in steps  # the heartbeat timer
     # The election machine the coordination builds takes the file's timeout.
     coordination.running = True
-    board_server.rank = 1
+    board_server.registration.rank = 1
     board_server.catchup.finished()  # caught up: the election may start
     monkeypatch.setattr(coordination, "_run", lambda actions: None)
     coordination._activate()

@@ -11,7 +11,8 @@ import pytest
 from twisted.internet import defer, task
 
 from bbd import config, protocol
-from bbd.services.replication import MAX_QUEUED, _chunks
+from bbd.services.frontend import MAX_QUEUED
+from bbd.services.replication import _chunks
 from bbd.services.server import BoardServer, ServerConfig
 from bbd.state import Op
 
@@ -38,8 +39,8 @@ def make_server(tmp_path: Path, **kw: Any) -> tuple[BoardServer, task.Clock, Fak
         max_bytes=1024 * 1024, timing=TIMING)
     clock = task.Clock()
     server = BoardServer(cfg, clock=clock, **kw)
-    server.frontend = FakeFrontend()
-    return server, clock, server.frontend
+    server.clients.socket = FakeFrontend()
+    return server, clock, server.clients.socket
 
 
 def request(service: str, **data: Any) -> bytes:
@@ -52,19 +53,19 @@ def test_requests_queued_during_catch_up_are_bounded_and_stale_ones_dropped(
     server._resumed_from_pause = lambda: False
     server.catchup.begin()  # catching up: requests wait
     for i in range(3):
-        server._on_client([b"old%d" % i], request("users"))
+        server.clients.on_request([b"old%d" % i], request("users"))
     clock.advance(3.0)  # longer than the request timeout: those clients have retried
-    server._on_client([b"fresh"], request("channels"))
+    server.clients.on_request([b"fresh"], request("channels"))
     for _ in range(MAX_QUEUED - 4):
-        server._on_client([b"filler"], request("users"))
+        server.clients.on_request([b"filler"], request("users"))
     assert front.replies == []
-    server._on_client([b"over"], request("users"))  # no room: refused at once
+    server.clients.on_request([b"over"], request("users"))  # no room: refused at once
     assert [env for env, _ in front.replies] == [[b"over"]]
     assert front.replies[0][1]["data"]["status"] == "erro"
     assert "catching up" in front.replies[0][1]["data"]["description"]
 
     server.catchup.finished()  # caught up: serving
-    server._serve_queued()
+    server.clients.serve_queued()
     served = [env[0] for env, _ in front.replies[1:]]
     assert b"old0" not in served and served[0] == b"fresh"
     assert len(served) == MAX_QUEUED - 3
@@ -91,7 +92,7 @@ def test_client_replies_carry_their_fields_flat_too(tmp_path: Path, service: str
     server, _, front = make_server(tmp_path)
     server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
-    server._on_client([b"c"], request(service))
+    server.clients.on_request([b"c"], request(service))
     reply = front.replies[0][1]
     assert reply["data"][field] == [] and reply[field] == [] and reply["success"] is True
 
@@ -123,7 +124,7 @@ def test_a_journal_that_cannot_be_written_refuses_the_write_and_applies_nothing(
         return defer.fail(OSError(errno, "No space left on device", str(tmp_path)))
 
     server.committer.submit = broken
-    server._on_client([b"c"], request("login", user="ana"))
+    server.clients.on_request([b"c"], request("login", user="ana"))
     reply = front.replies[-1][1]["data"]
     assert reply["status"] == "erro" and "storage unavailable" in reply["description"]
     assert server.board.applied == 0 and server.board.user_list() == []
@@ -131,9 +132,9 @@ def test_a_journal_that_cannot_be_written_refuses_the_write_and_applies_nothing(
     assert server.storage_error is not None
 
     server.committer.submit = lambda records: defer.succeed(None)
-    server._outbox_call = "no peers"  # nothing to replicate to
-    server._replicate = lambda op: defer.succeed(None)
-    server._on_client([b"c"], request("login", user="ana"))
+    server.replication._outbox_call = "no peers"  # nothing to replicate to
+    server.replication._replicate = lambda op: defer.succeed(None)
+    server.clients.on_request([b"c"], request("login", user="ana"))
     assert front.replies[-1][1]["data"]["status"] == "sucesso"
     assert server.board.user_list() == ["ana"] and server.storage_error is None
     assert next(iter(server.board.ops)) == "servidor-1:1"
@@ -144,7 +145,7 @@ def test_private_messages_take_from_and_to(tmp_path: Path) -> None:
     server.catchup.finished()  # caught up: serving
     server._resumed_from_pause = lambda: False
     server.committer.submit = lambda records: defer.succeed(None)
-    server._replicate = lambda op: defer.succeed(None)
+    server.replication._replicate = lambda op: defer.succeed(None)
     published: list[tuple[str, dict]] = []
 
     class Pub:
@@ -154,14 +155,14 @@ def test_private_messages_take_from_and_to(tmp_path: Path) -> None:
 
     server.publisher = Pub()
     for user in ("ana", "bia"):
-        server._on_client([b"c"], request("login", user=user))
-    server._on_client([b"c"], request("message", **{"from": "ana", "to": "bia",
+        server.clients.on_request([b"c"], request("login", user=user))
+    server.clients.on_request([b"c"], request("message", **{"from": "ana", "to": "bia",
                                                     "message": "oi"}))
     assert front.replies[-1][1]["data"]["status"] == "OK"
     topic, payload = published[-1]
     assert topic == "bia" and payload["src"] == payload["from"] == "ana"
     assert payload["dst"] == payload["to"] == "bia" and payload["user"] == "ana"
-    server._on_client([b"c"], request("history_messages", user="bia"))
+    server.clients.on_request([b"c"], request("history_messages", user="bia"))
     items = front.replies[-1][1]["messages"]
     assert [(m["from"], m["to"], m["message"]) for m in items] == [("ana", "bia", "oi")]
 
@@ -214,12 +215,14 @@ def test_catch_up_asks_for_the_next_page_while_the_last_is_journaled(tmp_path: P
         commits.append(defer.Deferred())
         return commits[-1]
 
-    server._ask = ask
+    server.ask = ask
     server.committer.submit = submit
     pages = [[Op("servidor-2", s, s, "login", 1.0, {"user": f"u{s}"}).to_dict()
               for s in (2 * k + 1, 2 * k + 2)] for k in range(3)]
-    server._known_origins = lambda: {"servidor-1", "servidor-2"}  # listed by the reference
-    done = server.pull_from(SimpleNamespace(name="servidor-2", repl_client=None, up=True))
+    # Listed by the reference:
+    server.replication._known_origins = lambda: {"servidor-1", "servidor-2"}
+    done = server.replication.pull_from(
+        SimpleNamespace(name="servidor-2", repl_client=None, up=True))
     asked[0][1].callback({"ops": pages[0], "more": True})
     # Page 2 is asked for past the cursor before page 1 is durable; one page ahead at most.
     assert [after for after, _ in asked] == [None, ["servidor-2", 2]]
@@ -242,10 +245,12 @@ def test_catch_up_given_up_leaves_no_unhandled_page(tmp_path: Path) -> None:
     server, _, _ = make_server(tmp_path)
     server.running = True
     asked: list[defer.Deferred] = []
-    server._ask = lambda client, service_, data: asked.append(defer.Deferred()) or asked[-1]
+    server.ask = lambda client, service_, data: asked.append(defer.Deferred()) or asked[-1]
     server.committer.submit = lambda records: defer.fail(OSError(28, "No space left"))
-    server._known_origins = lambda: {"servidor-1", "servidor-2"}  # listed by the reference
-    done = server.pull_from(SimpleNamespace(name="servidor-2", repl_client=None, up=True))
+    # Listed by the reference:
+    server.replication._known_origins = lambda: {"servidor-1", "servidor-2"}
+    done = server.replication.pull_from(
+        SimpleNamespace(name="servidor-2", repl_client=None, up=True))
     asked[0].callback({"ops": [Op("servidor-2", 1, 1, "login", 1.0, {"user": "a"}).to_dict()],
                        "more": True})
     failures: list[Any] = []
@@ -275,10 +280,10 @@ def test_a_competitor_in_an_ack_decides_the_outcome_even_on_a_slow_disk(
     server.board.apply(Op("servidor-2", 1, 1, "login", 1.0, {"user": "ana"}))
     earlier = Op("servidor-2", 2, 2, "channel", 1.0, {"channel": "sala"}, "other-rid")
     server.lamport.observe(10)  # ours comes later in the total order than the competitor
-    server.peers["servidor-2"] = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1")
-    server._ask = lambda client, service, data: defer.succeed(
+    server.replication.peers["servidor-2"] = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1")
+    server.ask = lambda client, service, data: defer.succeed(
         {"status": "OK", "competitors": [earlier.to_dict()]})
-    server._on_client([b"c"], request("channel", channel="sala", id="my-rid"))
+    server.clients.on_request([b"c"], request("channel", channel="sala", id="my-rid"))
     disk.pop(0).callback(None)  # our own operation is durable
     clock.advance(0)  # the outbox leaves: the ack names servidor-2's earlier creation
     assert front.replies == []  # not decided while the competitor is not on our board
@@ -305,10 +310,10 @@ def test_a_stopping_server_lets_writes_in_flight_finish_replicating(tmp_path: Pa
             closed.append("closed")
 
     peer = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1", repl_client=Link())
-    server.peers["servidor-2"] = peer
+    server.replication.peers["servidor-2"] = peer
     acks: list[defer.Deferred] = []
-    server._ask = lambda client, service, data: acks.append(defer.Deferred()) or acks[-1]
-    server._on_client([b"c"], request("channel", channel="sala"))
+    server.ask = lambda client, service, data: acks.append(defer.Deferred()) or acks[-1]
+    server.clients.on_request([b"c"], request("channel", channel="sala"))
     clock.advance(0)  # the replicate leaves and waits for its ack
     assert len(acks) == 1
     stopped = server._stop()
@@ -323,7 +328,7 @@ def test_a_stopping_server_lets_writes_in_flight_finish_replicating(tmp_path: Pa
 def _replicate(server: BoardServer, ops: list[Op]) -> defer.Deferred:
     from bbd.protocol import Request
 
-    return defer.maybeDeferred(server._replicate_in, Request(
+    return defer.maybeDeferred(server.replication._replicate_in, Request(
         "replicate", {"ops": [op.to_dict() for op in ops]}, "msgpack"))
 
 
@@ -335,7 +340,7 @@ def test_a_replicate_behind_one_still_being_journaled_is_taken(tmp_path: Path) -
     # The origin sends its next batch without waiting: the first is still on its way to our
     # journal, so its operations count as held, not as a gap.
     server, _, _ = make_server(tmp_path)
-    server._known_origins = lambda: {"servidor-1", "servidor-2"}
+    server.replication._known_origins = lambda: {"servidor-1", "servidor-2"}
     commits: list[defer.Deferred] = []
     server.committer.submit = lambda records: commits.append(defer.Deferred()) or commits[-1]
     first = _replicate(server, [_login("servidor-2", 1)])
@@ -349,7 +354,7 @@ def test_a_replicate_behind_one_still_being_journaled_is_taken(tmp_path: Path) -
 
 def test_a_gap_is_refused_with_where_our_copy_stops(tmp_path: Path) -> None:
     server, _, _ = make_server(tmp_path)
-    server._known_origins = lambda: {"servidor-1", "servidor-2"}
+    server.replication._known_origins = lambda: {"servidor-1", "servidor-2"}
     server.committer.submit = lambda records: defer.succeed(None)
     _replicate(server, [_login("servidor-2", 1)])
     reply = _replicate(server, [_login("servidor-2", 4)]).result
@@ -361,7 +366,7 @@ def test_an_operation_arriving_twice_while_journaled_is_written_once(tmp_path: P
     # A gap fill and a pull page can carry the same operation: the second waits for the
     # first's batch instead of journaling it again.
     server, _, _ = make_server(tmp_path)
-    server._known_origins = lambda: {"servidor-1", "servidor-2"}
+    server.replication._known_origins = lambda: {"servidor-1", "servidor-2"}
     written: list[list] = []
     commits: list[defer.Deferred] = []
 
@@ -373,7 +378,7 @@ def test_an_operation_arriving_twice_while_journaled_is_written_once(tmp_path: P
     server.committer.submit = submit
     ops = [_login("servidor-2", 1), _login("servidor-2", 2)]
     first = _replicate(server, ops)
-    n, again = server._take([ops[1], _login("servidor-2", 3)])
+    n, again = server.replication._take([ops[1], _login("servidor-2", 3)])
     assert n == 1 and [r["seq"] for r in written[1]] == [3]  # only the new one written
     commits[1].callback(None)
     assert not again.called  # op 2 is not durable yet
@@ -384,11 +389,11 @@ def test_an_operation_arriving_twice_while_journaled_is_written_once(tmp_path: P
 
 def test_a_batch_that_failed_fails_who_waited_for_it(tmp_path: Path) -> None:
     server, _, _ = make_server(tmp_path)
-    server._known_origins = lambda: {"servidor-1", "servidor-2"}
+    server.replication._known_origins = lambda: {"servidor-1", "servidor-2"}
     commits: list[defer.Deferred] = []
     server.committer.submit = lambda records: commits.append(defer.Deferred()) or commits[-1]
     first = _replicate(server, [_login("servidor-2", 1)])
-    _, again = server._take([_login("servidor-2", 1)])
+    _, again = server.replication._take([_login("servidor-2", 1)])
     commits[0].errback(OSError(28, "No space left on device"))
     failures: list = []
     for d in (first, again):
@@ -407,14 +412,14 @@ def test_stop_sends_a_waiting_outbox_at_once_and_fires_its_writes(tmp_path: Path
     server.catchup.finished()
     server._resumed_from_pause = lambda: False
     server.committer.submit = lambda records: defer.succeed(None)
-    server.peers["servidor-2"] = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1")
+    server.replication.peers["servidor-2"] = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1")
     sent: list[dict] = []
-    server._ask = lambda client, service, data: sent.append(data) or defer.succeed(
+    server.ask = lambda client, service, data: sent.append(data) or defer.succeed(
         {"status": "OK", "competitors": []})
-    server._on_client([b"c"], request("channel", channel="sala"))
-    assert sent == [] and server._outbox_call is not None  # waiting for its turn
-    done = server.outbox_sent()
+    server.clients.on_request([b"c"], request("channel", channel="sala"))
+    assert sent == [] and server.replication._outbox_call is not None  # waiting for its turn
+    done = server.replication.outbox_sent()
     assert done.called
     assert len(sent) == 1
-    assert not any(c.func == server._outbox_due for c in clock.getDelayedCalls())
+    assert not any(c.func == server.replication._outbox_due for c in clock.getDelayedCalls())
     assert front.replies[-1][1]["data"]["status"] == "sucesso"

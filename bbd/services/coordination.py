@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from twisted.application import service
 from twisted.internet import defer
@@ -63,6 +64,8 @@ from bbd import protocol
 from bbd.berkeley import Reading, RoundResult, compute_round
 from bbd.config import Timing
 from bbd.election import Action, Announce, Bully, CoordinatorChanged, SendElection
+from bbd.lamport import LamportClock
+from bbd.physclock import PhysicalClock
 from bbd.protocol import PeerUnavailable, ProtocolError, Request
 from bbd.rounds import RoundSchedule, StartRound
 from bbd.services.responder import call
@@ -86,11 +89,32 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+class BoardView(Protocol):
+    """What the coordination reads of its server, and nothing more. The server holds no
+    pointer back: makeService hangs the coordination's hooks (``handlers``, ``status``,
+    ``started``, ``peers_changed``, ``message_handled``) on the server's ``Hooks``."""
+
+    cfg: Any  # ServerConfig: the name, the proxy's XPUB endpoint
+    clock: Any  # IReactorTime
+    lamport: LamportClock
+    physical: PhysicalClock
+    publisher: Any  # where the election's results are published, from start on
+    factory: Any  # the sockets' factory, from start on (None in unit tests)
+
+    @property
+    def rank(self) -> int | None: ...
+
+    @property
+    def peers(self) -> Mapping[str, Any]: ...  # name -> Peer (name, rank, sync_client)
+
+    # And ``ready`` (caught up), read where present: a server without it counts as ready.
+
+
 class CoordinationService(service.Service):
     """Every server's side of the election and of Berkeley; only one server is *the*
     coordinator (``bully.is_coordinator``)."""
 
-    def __init__(self, server: Any, timing: Timing, *, clock: Any = None) -> None:
+    def __init__(self, server: BoardView, timing: Timing, *, clock: Any = None) -> None:
         self.server = server
         self.clock = clock if clock is not None else server.clock
         self.timing = timing
@@ -143,7 +167,7 @@ class CoordinationService(service.Service):
             self._round_under_way.addBoth(lambda result: ended.callback(None) or result)
         return ended
 
-    # -- hooks called by BoardServer ---------------------------------------------------
+    # -- hooks, hung on the server's Hooks by makeService -----------------------------
 
     def handlers(self) -> dict[str, Any]:
         return {"election": self._election_in, "adjust": self._adjust_in,

@@ -1,6 +1,7 @@
 """Active replication, catch-up and anti-entropy for a board server.
 
-A mixin of ``BoardServer``: it holds the peers (from the reference's list), sends each
+A part of ``BoardServer`` (``server.replication``), reaching the write path only through
+the ``WritePath`` it declares: it holds the peers (from the reference's list), sends each
 journal batch of own operations to every live peer and takes in their competitors, serves
 ``replicate`` and ``pull`` on the replication port, and pulls what this server lacks: at
 start, after a pause or a cut-off, and every anti-entropy round. The protocol is described
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -22,15 +23,11 @@ from bbd.catchup import CatchUp
 from bbd.commit import GroupCommit
 from bbd.lamport import LamportClock
 from bbd.protocol import PeerUnavailable, ProtocolError, Request
-from bbd.services.responder import Responder
 from bbd.services.waiters import Waiters
 from bbd.state import Board, Op
 
 log = Logger()
 
-# A client request queued during catch-up is dropped once it has waited this many request
-# timeouts (its client has retried by then); beyond MAX_QUEUED, requests are refused at once.
-MAX_QUEUED = 1000
 # The most own operations a replicate carries ahead of its batch to fill a peer's gap; a
 # larger gap is left to the peer's pull.
 MAX_FILL = 1000
@@ -47,59 +44,61 @@ class Peer:
     sync_client: Any = None
 
 
-class Replication:
-    """Peers, replication, pulls and catch-up, as a part of ``BoardServer``. What it owns is
-    set up by ``_init_replication``; what it needs from the server is declared here."""
+class WritePath(Protocol):
+    """What replication needs from the server's write path, and nothing more."""
 
-    # -- what it owns ------------------------------------------------------------------
-    peers: dict[str, Peer]
-    registered: dict[str, dict]  # every server the reference ever ranked
-    # Peers' ops taken and on their way to the journal, by id, with who waits for that
-    # batch: a replicate that follows them is no gap (entitlement), and the same op
-    # arriving again (a pull page, a gap fill) waits for that batch, not journaled twice.
-    incoming: dict[str, Waiters]
-    queued: list[tuple[float, list[bytes], bytes]]  # client requests held during catch-up
-    _outbox: list[tuple[Op, defer.Deferred]]
-    _outbox_call: Any
-    _sends: set[defer.Deferred]  # outbox sends under way
-    catch_ups: dict[str, int]  # catch-ups finished, by why they began
-    last_catch_up: dict[str, Any] | None  # why, operations taken, seconds
-
-    # -- what it needs from the server -------------------------------------------------
     cfg: Any  # ServerConfig
     clock: Any  # IReactorTime
-    running: bool
-    rank: int | None
     board: Board
     lamport: LamportClock
     committer: GroupCommit
     catchup: CatchUp
-    responder: Responder
-    client_responder: Responder
-    factory: Any
-    frontend: Any
-    reference: Any
-    replication_router: Any
-    coordination: Any
-    _ask: Callable[[Any, str, dict[str, Any]], defer.Deferred]
-    _carry_out: Callable[[list[Any]], defer.Deferred | None]
-    _on_client: Callable[[list[bytes], bytes], None]
-    heartbeat: Callable[[], defer.Deferred]
-    unapplied_where: Callable[[Callable[[Op], bool]], defer.Deferred]
-    _storage_works: Callable[[], None]
-    _storage_error: Callable[[OSError], None]
+    registration: Any  # ReferenceLink: the rank, heartbeats, the reference's list
 
-    def _init_replication(self) -> None:
-        self.peers = {}
-        self.registered = {}
-        self.incoming = {}
-        self.queued = []
-        self._outbox = []
-        self._outbox_call = None
-        self._sends = set()
-        self.catch_ups = {}
-        self.last_catch_up = None
-        self.replication_handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def rank(self) -> int | None: ...
+
+    @property
+    def ready(self) -> bool: ...  # caught up and serving clients
+
+    @property
+    def factory(self) -> Any: ...  # the sockets' factory, from start on
+
+    def ask(self, client: Any, service_: str, data: dict[str, Any]) -> defer.Deferred: ...
+
+    def carry_out(self, actions: list[Any]) -> defer.Deferred | None: ...
+
+    def unapplied_where(self, match: Callable[[Op], bool]) -> defer.Deferred: ...
+
+    def storage_works(self) -> None: ...
+
+    def storage_broke(self, error: OSError) -> None: ...
+
+    def peers_changed(self) -> None: ...
+
+
+class Replication:
+    """Peers, replication, pulls and catch-up: a part the server owns, which reaches the
+    write path only through ``WritePath``."""
+
+    def __init__(self, host: WritePath) -> None:
+        self.host = host
+        self.peers: dict[str, Peer] = {}
+        self.registered: dict[str, dict] = {}  # every server the reference ever ranked
+        # Peers' ops taken and on their way to the journal, by id, with who waits for that
+        # batch: a replicate that follows them is no gap (entitlement), and the same op
+        # arriving again (a pull page, a gap fill) waits for that batch, not journaled twice.
+        self.incoming: dict[str, Waiters] = {}
+        self._outbox: list[tuple[Op, defer.Deferred]] = []
+        self._outbox_call: Any = None
+        self._sends: set[defer.Deferred] = set()  # outbox sends under way
+        self.catch_ups: dict[str, int] = {}  # catch-ups finished, by why they began
+        self.last_catch_up: dict[str, Any] | None = None  # why, operations taken, seconds
+        # The replication port's services.
+        self.handlers = {"replicate": self._replicate_in, "pull": self._pull_in}
 
     # -- peers ---------------------------------------------------------------------
 
@@ -115,8 +114,7 @@ class Replication:
             if name not in seen:
                 log.info("peer {peer} left the reference's list", peer=name)
                 self._close_peer(self.peers.pop(name))
-        if self.coordination is not None:
-            self.coordination.peers_changed()
+        self.host.peers_changed()
 
     def _add_peer(self, entry: dict[str, Any]) -> bool:
         """Know (or refresh) a peer from a listing entry; False if the entry is unusable
@@ -124,7 +122,7 @@ class Replication:
         from bbd import sockets
 
         name = entry.get("name")
-        if name == self.cfg.name or not isinstance(name, str):
+        if name == self.host.cfg.name or not isinstance(name, str):
             return False
         if not isinstance(entry.get("replication"), str):
             return False
@@ -138,24 +136,24 @@ class Replication:
             self._close_peer(peer)
         peer = Peer(name, rank if protocol.is_count(rank) else 0, entry["replication"],
                     entry.get("sync") if isinstance(entry.get("sync"), str) else "")
-        outbound = auth.client_options(self.cfg.keys)
+        outbound = auth.client_options(self.host.cfg.keys)
         peer.repl_client = sockets.DealerClient(
-            self.factory, peer.replication, self.clock, self.cfg.max_bytes, outbound)
+            self.host.factory, peer.replication, self.host.clock, self.host.cfg.max_bytes, outbound)
         # Its process died or hangs (the socket monitor saw the link drop): out of the next
         # writes at once, not after a request's timeout; its next pull brings it back.
         peer.repl_client.watch(lambda: self._peer_down(peer, "connection dropped"))
         if peer.sync:
             peer.sync_client = sockets.DealerClient(
-                self.factory, peer.sync, self.clock, self.cfg.max_bytes, outbound)
+                self.host.factory, peer.sync, self.host.clock, self.host.cfg.max_bytes, outbound)
         self.peers[name] = peer
         log.info("peer {peer} (rank {rank}) joined at {ep}", peer=name, rank=peer.rank,
                  ep=peer.replication)
         return True
 
     def _identity(self) -> dict[str, Any]:
-        return {"name": self.cfg.name, "rank": self.rank,
-                "replication": self.cfg.endpoint(self.cfg.replication_port),
-                "sync": self.cfg.endpoint(self.cfg.sync_port)}
+        return {"name": self.host.cfg.name, "rank": self.host.rank,
+                "replication": self.host.cfg.endpoint(self.host.cfg.replication_port),
+                "sync": self.host.cfg.endpoint(self.host.cfg.sync_port)}
 
     def _close_peer(self, peer: Peer) -> None:
         for client in (peer.repl_client, peer.sync_client):
@@ -171,14 +169,14 @@ class Replication:
     # -- entitlement: what we believe from peers ------------------------------------
 
     def _known_origins(self) -> set[str]:
-        return {self.cfg.name, *self.board.vector, *self.peers, *self.registered}
+        return {self.host.cfg.name, *self.host.board.vector, *self.peers, *self.registered}
 
     def _admissible(self, ops: list[Op], source: str) -> list[Op]:
         """Drop (and log) operations from ``source`` that we must not believe."""
         known = self._known_origins()
         keep = []
         for op in ops:
-            problem = entitlement.foreign_problem(op, self.board, known)
+            problem = entitlement.foreign_problem(op, self.host.board, known)
             if problem:
                 log.warn("refused operation from {source}: {why}", source=source, why=problem)
             else:
@@ -193,7 +191,7 @@ class Replication:
         d: defer.Deferred = defer.Deferred()
         self._outbox.append((op, d))
         if self._outbox_call is None:
-            self._outbox_call = self.clock.callLater(0, self._outbox_due)
+            self._outbox_call = self.host.clock.callLater(0, self._outbox_due)
         return d
 
     def _outbox_due(self) -> defer.Deferred:
@@ -227,7 +225,7 @@ class Replication:
                 peers = [p for p in self.peers.values() if p.up]
                 data = {"ops": [op.to_dict() for op in chunk]}
                 results = yield defer.DeferredList(
-                    [self._ask(p.repl_client, "replicate", data) for p in peers],
+                    [self.host.ask(p.repl_client, "replicate", data) for p in peers],
                     consumeErrors=True)
                 refused = [i for i, (ok, r) in enumerate(results)
                            if ok and r.get("status") != "OK"]
@@ -274,7 +272,7 @@ class Replication:
         first = chunk[0].seq
         if not protocol.is_count(have) or have >= first - 1 or first - 1 - have > MAX_FILL:
             return defer.succeed(refusal)
-        lacking = [self.board.get(self.cfg.name, seq) for seq in range(have + 1, first)]
+        lacking = [self.host.board.get(self.host.cfg.name, seq) for seq in range(have + 1, first)]
         if any(op is None for op in lacking):
             return defer.succeed(refusal)
         ops = [*lacking, *chunk]
@@ -282,7 +280,7 @@ class Replication:
             return defer.succeed(refusal)
         log.info("peer {peer} lacks {n} operations of ours before {op}: sending them along",
                  peer=peer.name, n=len(lacking), op=chunk[0].id)
-        return self._ask(peer.repl_client, "replicate", {"ops": [op.to_dict() for op in ops]})
+        return self.host.ask(peer.repl_client, "replicate", {"ops": [op.to_dict() for op in ops]})
 
     def _take(self, ops: Iterable[Op]) -> tuple[int, defer.Deferred]:
         """Take operations from a peer or a file: how many were new, and a Deferred that
@@ -293,8 +291,8 @@ class Replication:
         new: dict[str, Op] = {}
         elsewhere: dict[str, Op] = {}
         for op in ops:
-            self.lamport.observe(op.clock)
-            if self.board.holds(op):
+            self.host.lamport.observe(op.clock)
+            if self.host.board.holds(op):
                 continue
             (elsewhere if op.id in self.incoming else new)[op.id] = op
         if not new and not elsewhere:
@@ -309,24 +307,24 @@ class Replication:
                     if self.incoming.get(op_id) is batch:
                         del self.incoming[op_id]
                 if not isinstance(result, Failure):
-                    self._storage_works()
+                    self.host.storage_works()
                     for op in new.values():
-                        self.board.apply(op)
+                        self.host.board.apply(op)
                 batch.fire()  # after the apply: its waiters check what is held
                 return result
 
-            waits.append(self.committer.submit([op.to_dict() for op in new.values()])
+            waits.append(self.host.committer.submit([op.to_dict() for op in new.values()])
                          .addBoth(landed))
 
         def failed(failure: Any) -> None:
             failure = failure.value.subFailure if failure.check(defer.FirstError) else failure
             failure.trap(OSError)
-            self._storage_error(failure.value)
-            raise ProtocolError("storage unavailable on " + self.cfg.name, "replicate")
+            self.host.storage_broke(failure.value)
+            raise ProtocolError("storage unavailable on " + self.host.cfg.name, "replicate")
 
         def held(_: Any) -> None:
-            if not all(self.board.holds(op) for op in elsewhere.values()):
-                raise ProtocolError("storage unavailable on " + self.cfg.name, "replicate")
+            if not all(self.host.board.holds(op) for op in elsewhere.values()):
+                raise ProtocolError("storage unavailable on " + self.host.cfg.name, "replicate")
 
         d = defer.gatherResults(waits, consumeErrors=True) if len(waits) > 1 else waits[0]
         return len(new), d.addCallbacks(held, failed)
@@ -335,10 +333,6 @@ class Replication:
         if peer is not None and not peer.up:
             peer.up = True
             log.info("peer {peer} is answering again", peer=peer.name)
-
-    def _on_replication(self, envelope: list[bytes], body: bytes) -> None:
-        self.responder.handle(lambda out: self.replication_router.reply(envelope, out), body,
-                              self.replication_handlers)
 
     @defer.inlineCallbacks
     def _replicate_in(self, req: Request) -> Any:
@@ -349,23 +343,23 @@ class Replication:
             ops = [Op.from_dict(d if isinstance(d, dict) else {}) for d in raw]
         except ValueError as e:
             raise ProtocolError(str(e), "replicate") from None
-        problem = entitlement.replicate_problem(ops, self.board, self.cfg.name,
+        problem = entitlement.replicate_problem(ops, self.host.board, self.host.cfg.name,
                                                 self._known_origins(), self.incoming.keys())
         if problem:
             log.warn("refused replicate of {n} operations: {why}", n=len(ops), why=problem)
             refusal = protocol.error_data("replicate", f"refused: {problem}")
             if ops and ops[0].origin in self._known_origins():
                 # Where the origin's operations stop here, for it to fill a gap.
-                refusal["have"] = entitlement.held_top(ops[0].origin, self.board,
+                refusal["have"] = entitlement.held_top(ops[0].origin, self.host.board,
                                                        self.incoming.keys())
             return refusal
         _, durable = self._take(ops)
         yield durable  # journaled before we ack: the origin may then tell its client
         keys = {key for op in ops for key in op.keys()}
-        yield self.unapplied_where(lambda own: not keys.isdisjoint(own.keys()))
+        yield self.host.unapplied_where(lambda own: not keys.isdisjoint(own.keys()))
         if ops:
             self._mark_up(self.peers.get(ops[0].origin))
-        beaten = {c.id: c for op in ops for c in self.board.competitors(op)}
+        beaten = {c.id: c for op in ops for c in self.host.board.competitors(op)}
         return {"status": "OK", "competitors": [c.to_dict() for c in beaten.values()]}
 
     @defer.inlineCallbacks
@@ -381,9 +375,8 @@ class Replication:
         # endpoints come from the reference, never from the request.
         sender = req.data.get("from")
         name = sender.get("name") if isinstance(sender, dict) else None
-        if isinstance(name, str) and name not in self.peers and name != self.cfg.name:
-            reply = yield self._ask(self.reference, "list", {})
-            self._update_peers(reply.get("list") or [], reply.get("registered"))
+        if isinstance(name, str) and name not in self.peers and name != self.host.cfg.name:
+            yield self.host.registration.read_list()
             if name not in self.peers and name in self.registered:
                 self._add_peer(self.registered[name])
         if not isinstance(name, str) or name not in self.peers:
@@ -394,7 +387,7 @@ class Replication:
         after = req.data.get("after")
         cursor = (after[0], after[1]) if isinstance(after, list) and len(after) == 2 \
             and isinstance(after[0], str) and protocol.is_count(after[1]) else None
-        ops, more = self.board.missing_for(vector, 5000, cursor)
+        ops, more = self.host.board.missing_for(vector, 5000, cursor)
         page = next(iter(_chunks(ops, self._page_bytes())), [])
         return {"ops": [op.to_dict() for op in page], "more": more or len(page) < len(ops)}
 
@@ -406,12 +399,12 @@ class Replication:
         taken = 0
 
         def ask(after: list[Any] | None) -> defer.Deferred:
-            return self._ask(peer.repl_client, "pull", {
-                "vector": dict(self.board.vector), "from": self._identity(), "after": after})
+            return self.host.ask(peer.repl_client, "pull", {
+                "vector": dict(self.host.board.vector), "from": self._identity(), "after": after})
 
-        pending: defer.Deferred | None = ask(None) if self.running else None
+        pending: defer.Deferred | None = ask(None) if self.host.running else None
         try:
-            while self.running and pending is not None:
+            while self.host.running and pending is not None:
                 reply = yield pending
                 pending = None
                 if not isinstance(reply.get("ops"), list):
@@ -445,48 +438,28 @@ class Replication:
     def catch_up(self, why: str) -> Any:
         """Pull from every listed peer before (again) serving clients (the catch-up
         machine, bbd/catchup.py, says when)."""
-        self._carry_out(self.catchup.begin())
-        began = self.clock.seconds()
+        self.host.carry_out(self.host.catchup.begin())
+        began = self.host.clock.seconds()
         total = 0
-        yield self.heartbeat()
+        yield self.host.registration.heartbeat()
         for peer in list(self.peers.values()):
             total += yield self._pull_or_mark_down(peer)
-        took = self.clock.seconds() - began
+        took = self.host.clock.seconds() - began
         log.info("caught up after {why}: {n} operations from {peers} peers in {s:.3f} s",
                  why=why, n=total, peers=len(self.peers), s=took)
         # In the status: what tests and operators read, rather than the log's wording.
         self.catch_ups[why] = self.catch_ups.get(why, 0) + 1
         self.last_catch_up = {"why": why, "ops": total, "seconds": round(took, 3)}
-        self._carry_out(self.catchup.finished())
-
-    def _serve_queued(self) -> None:
-        queued, self.queued = self.queued, []
-        oldest = self.clock.seconds() - self.cfg.timing.request_timeout
-        fresh = [(envelope, body) for at, envelope, body in queued if at >= oldest]
-        if len(fresh) < len(queued):
-            log.info("dropped {n} client requests queued during catch-up for longer than "
-                     "{t} s: their clients have retried by now", n=len(queued) - len(fresh),
-                     t=self.cfg.timing.request_timeout)
-        for envelope, body in fresh:
-            self._on_client(envelope, body)
-
-    def _queue(self, envelope: list[bytes], body: bytes) -> None:
-        """Hold a client request until catch-up ends, within bounds."""
-        if len(self.queued) >= MAX_QUEUED:
-            self.client_responder.refuse(
-                lambda out: self.frontend.reply(envelope, out), body,
-                "server is catching up with its peers; try again")
-            return
-        self.queued.append((self.clock.seconds(), envelope, body))
+        self.host.carry_out(self.host.catchup.finished())
 
     def _page_bytes(self) -> int:
         """The budget of one replicate or pull message: well under the frame limit, since
         a frame over it makes ZeroMQ drop the link, and that peer would never catch up."""
-        return self.cfg.max_bytes // 2
+        return self.host.cfg.max_bytes // 2
 
     @defer.inlineCallbacks
     def anti_entropy(self) -> Any:
-        if not self.ready:
+        if not self.host.ready:
             return
         for peer in list(self.peers.values()):
             n = yield self._pull_or_mark_down(peer)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,10 @@ from bbd.config import Timing
 from bbd.lamport import LamportClock
 from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
-from bbd.protocol import PeerUnavailable, ProtocolError, Request
-from bbd.services.replication import Replication
+from bbd.protocol import ProtocolError, Request
+from bbd.services.frontend import ClientFrontEnd
+from bbd.services.registration import ReferenceLink
+from bbd.services.replication import Peer, Replication
 from bbd.services.responder import Responder, call
 from bbd.services.waiters import Waiters
 from bbd.state import Board, Op
@@ -69,7 +71,18 @@ class ServerConfig:
         return f"tcp://{self.host}:{port}"
 
 
-class BoardServer(Replication, service.Service):
+@dataclass
+class Hooks:
+    """What other parts of the daemon (the coordination) hang on the server, wired by
+    makeService: the server calls them and holds no other pointer to those parts."""
+
+    sync_handlers: dict[str, Callable[[Request], Any]] = field(default_factory=dict)
+    started: list[Callable[[], None]] = field(default_factory=list)  # serving clients
+    peers_changed: list[Callable[[], None]] = field(default_factory=list)
+    served: list[Callable[[int], None]] = field(default_factory=list)  # requests so far
+
+
+class BoardServer(service.Service):
     def __init__(self, cfg: ServerConfig, clock: Any = reactor,
                  exit: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
@@ -80,18 +93,22 @@ class BoardServer(Replication, service.Service):
         # clock built on it.
         self.physical = PhysicalClock(clock.seconds, skew=cfg.clock_skew, drift=cfg.clock_drift)
         self.responder = Responder(self.lamport, self.physical.now, log)
-        self.client_responder = Responder(self.lamport, self.physical.now, log, clients=True)
         self.board = Board(cfg.name)
         self.journal = Journal(cfg.data_dir)  # opened and closed by its JournalService
         self.committer = GroupCommit(self.journal.append)
-        self.rank: int | None = None
-        self.reference: Any = None  # the reference's DealerClient, from start on
-        self.frontend = None
-        self._init_replication()  # peers, outbox, incoming, catch-up queue (replication.py)
         # Whether to serve clients: caught up, paused, cut off (bbd/catchup.py).
         self.catchup = CatchUp(clock, pause_threshold=max(1.0, 4 * cfg.timing.heartbeat_interval),
                                check_interval=cfg.timing.pause_check_interval)
         self._tick_call: Any = None  # the catch-up machine's next tick
+        # Peers, replication, pulls, catch-up (replication.py), through ``WritePath``.
+        self.replication = Replication(self)
+        # The rank, the heartbeats and the peer list (bbd/services/registration.py). Asks
+        # through ``ask`` as looked up at each call (the unit tests replace it).
+        self.registration = ReferenceLink(
+            cfg, clock, self.lamport, self.physical.now, self.catchup,
+            ask=lambda client, service_, data: self.ask(client, service_, data),
+            peers_listed=self.replication._update_peers, carry_out=self.carry_out,
+            running=lambda: self.running)
         self.settling: dict[str, Waiters] = {}  # own ops between proposal and reply, by id
         # Own ops on their way to the journal, not yet applied (visible only once durable).
         self.unapplied: dict[str, tuple[Op, Waiters]] = {}
@@ -99,13 +116,9 @@ class BoardServer(Replication, service.Service):
         # More status fields from the server's other services (the data files'), by the
         # plugin's makeService.
         self.status_parts: list[Callable[[], dict[str, Any]]] = []
-        self.handled = 0
-        self._reference_warned = False  # a line said so; the next success says it is back
-        self._started_at = clock.seconds()
         self.factory = None
         self.guard: auth.Guard | None = None
-        self.token = ""  # proves to the reference that our name is ours
-        self.coordination = None  # election + Berkeley, attached by the plugin
+        self.hooks = Hooks()  # the coordination's (election, Berkeley), by makeService
         self.client_handlers = {
             "login": self._login, "users": self._users, "channel": self._channel,
             "channels": self._channels, "publish": self._publish, "message": self._message,
@@ -114,13 +127,25 @@ class BoardServer(Replication, service.Service):
             "history_messages": self._history_messages,
             "history_channel": self._history_channel,
         }
+        # The broker's link, the catch-up queue and the clients' responder
+        # (bbd/services/frontend.py); it looks ``_resumed_from_pause`` up at each request
+        # (the unit tests replace it).
+        self.clients = ClientFrontEnd(
+            cfg, clock, self.lamport, self.physical.now, self.client_handlers,
+            ready=lambda: self.ready, resumed_from_pause=lambda: self._resumed_from_pause(),
+            served=self._served)
 
     @property
     def ready(self) -> bool:
         """Caught up and serving clients."""
         return self.catchup.ready
 
-    def _carry_out(self, actions: list[CatchUpAction]) -> defer.Deferred | None:
+    @property
+    def rank(self) -> int | None:
+        """Given by the reference at registration (None until then, or once written off)."""
+        return self.registration.rank
+
+    def carry_out(self, actions: list[CatchUpAction]) -> defer.Deferred | None:
         """Do what the catch-up machine says; the catch-up it began, if any."""
         began = None
         for action in actions:
@@ -128,13 +153,9 @@ class BoardServer(Replication, service.Service):
                 log.warn("{name} was paused for {gap:.1f} s: catching up before serving",
                          name=self.cfg.name, gap=action.gap)
             elif isinstance(action, BeginCatchUp):
-                began = self.catch_up(action.why)
+                began = self.replication.catch_up(action.why)
             elif isinstance(action, ServingChanged):
-                tell = getattr(self.frontend, "set_ready", None)  # the worker link only
-                if tell is not None:
-                    tell(action.serving)  # the broker is told at once
-                if action.serving:
-                    self._serve_queued()
+                self.clients.set_ready(action.serving)  # the broker is told at once
                 self._schedule_tick()
         return began
 
@@ -150,7 +171,7 @@ class BoardServer(Replication, service.Service):
 
     def _tick(self) -> None:
         self._tick_call = None
-        began = self._carry_out(self.catchup.tick())
+        began = self.carry_out(self.catchup.tick())
         if began is not None:
             began.addErrback(lambda f: log.failure("catch-up after a pause failed", f))
         self._schedule_tick()
@@ -160,7 +181,7 @@ class BoardServer(Replication, service.Service):
         others went on without us. Checked on every client request too, because after a
         pause the reactor handles the queued requests before any timer. True if a
         catch-up began."""
-        began = self._carry_out(self.catchup.tick())
+        began = self.carry_out(self.catchup.tick())
         if began is None:
             return False
         began.addErrback(lambda f: log.failure("catch-up after a pause failed", f))
@@ -173,7 +194,6 @@ class BoardServer(Replication, service.Service):
 
         super().startService()
         # The journal was replayed by the JournalService, started before this one.
-        self.token = auth.server_token(self.cfg.data_dir)
         self.factory = sockets.make_factory()
         mb = self.cfg.max_bytes
         # The ZAP guard first: a CURVE port bound without it would admit any key.
@@ -188,9 +208,7 @@ class BoardServer(Replication, service.Service):
             self._on_sync, mb, inbound)
         self.publisher = sockets.Publisher(
             self.factory, [sockets.connect(self.cfg.publish)], outbound)
-        self.reference = sockets.DealerClient(
-            self.factory, self.cfg.reference, self.clock, mb, outbound)
-        self._last_tick = self._started_at = self.clock.seconds()
+        self.registration.open(self.factory)
         self._start_up().addErrback(self._start_failed)
 
     def _restore(self) -> None:
@@ -234,29 +252,17 @@ class BoardServer(Replication, service.Service):
     @defer.inlineCallbacks
     def _start_up(self) -> Any:
         while self.running and self.rank is None:
-            yield self.heartbeat()
+            yield self.registration.heartbeat()
             if self.rank is None:
                 yield _sleep(self.clock, self.cfg.timing.heartbeat_interval)
         if not self.running:
             return
-        yield self.catch_up("start")
-        from bbd import sockets
-
-        # The broker's backend is one of the board's internal links: CURVE when keys are on.
-        security = auth.client_options(self.cfg.keys)
-        if self.cfg.routing == "round-robin":
-            self.frontend = sockets.RouterServer(self.factory, [sockets.connect(self.cfg.broker)],
-                                                 self._on_client, self.cfg.max_bytes, security)
-        else:
-            self.frontend = sockets.BrokerWorker(
-                self.factory, self.cfg.broker, self._on_client, name=self.cfg.name,
-                credit=self.cfg.credit, clock=self.clock,
-                heartbeat=self.cfg.timing.broker_heartbeat, ready=self.ready,
-                max_bytes=self.cfg.max_bytes, security=security)
+        yield self.replication.catch_up("start")
+        self.clients.open(self.factory)
         log.info("{name} (rank {rank}) serving clients via {broker}", name=self.cfg.name,
                  rank=self.rank, broker=self.cfg.broker)
-        if self.coordination is not None:
-            self.coordination.started()
+        for hook in self.hooks.started:
+            hook()
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
@@ -267,19 +273,17 @@ class BoardServer(Replication, service.Service):
 
     @defer.inlineCallbacks
     def _stop(self) -> Any:
-        goodbye = getattr(self.frontend, "close", None)  # the worker link says BYE
-        if goodbye is not None:
-            goodbye()
+        self.clients.close()  # the worker link says BYE
         # Writes in flight finish replicating before the links to the peers close: one
         # decided without them would be granted here alone (found by the nemesis: a
         # channel name granted twice across a SIGTERM, no partition involved).
         deadline = self.clock.seconds() + 2 * self.cfg.timing.peer_timeout
         while self.settling and self.clock.seconds() < deadline:
             yield _sleep(self.clock, 0.01)
-        yield self.outbox_sent()
-        yield self._leave()
-        for peer in self.peers.values():
-            self._close_peer(peer)
+        yield self.replication.outbox_sent()
+        yield self.registration.leave()
+        for peer in self.replication.peers.values():
+            self.replication._close_peer(peer)
         # The data files are written once more, and the journal closed, by their own
         # services, which stop after this one (persistence.InOrder).
         if self.guard is not None:
@@ -288,109 +292,20 @@ class BoardServer(Replication, service.Service):
             self.factory.shutdown()
             self.factory = None
 
-    # -- the reference: registration, heartbeats, peers ------------------------------
+    # -- asking peers and the reference ---------------------------------------------
 
-    @defer.inlineCallbacks
-    def _leave(self) -> Any:
-        """Stopping on purpose: off the reference's list now, so the peers stop counting
-        on us at their next list (their socket monitors see our links close as well),
-        not after the heartbeat expiry. A reference that does not answer soon is left to
-        the expiry."""
-        if self.rank is None or self.reference is None:
-            return
-        try:
-            yield call(self.reference, "leave", {"user": self.cfg.name, "token": self.token},
-                       lamport=self.lamport, now=self.physical.now,
-                       timeout=min(0.5, self.cfg.timing.peer_timeout))
-            log.info("{name} left the reference's list", name=self.cfg.name)
-        except (PeerUnavailable, ProtocolError) as e:
-            log.info("reference not told we are stopping ({why}); it will notice",
-                     why=str(e))
-
-    def _ask(self, client: Any, service_: str, data: dict[str, Any]) -> defer.Deferred:
+    def ask(self, client: Any, service_: str, data: dict[str, Any]) -> defer.Deferred:
         # A link still coming up (a peer just listed or restarted) gets the timeout to
         # connect: failing at once would leave that peer out of the write.
         return call(client, service_, data, lamport=self.lamport, now=self.physical.now,
                     timeout=self.cfg.timing.peer_timeout,
                     connect_wait=self.cfg.timing.peer_timeout)
 
-    @defer.inlineCallbacks
-    def periodic_heartbeat(self) -> Any:
-        """The heartbeat timer, from the first registration on (start-up registers by
-        itself), also while catching up: a catch-up longer than the reference's expiry
-        must not drop us from its list. Coming back from a cut-off (the reference
-        unreachable, or it had written us off) means the others may have gone on without
-        us: catch up before serving again."""
-        if not self.catchup.heartbeats():
-            return
-        yield self.heartbeat()
-        began = self._carry_out(self.catchup.heartbeat_done(registered=self.rank is not None))
-        if began is not None:
-            yield began
-
-    @defer.inlineCallbacks
-    def heartbeat(self) -> Any:
-        """Register (rank) or heartbeat, then refresh the peer list."""
-        try:
-            if self.rank is None:
-                reply = yield self._ask(self.reference, "rank", {
-                    "user": self.cfg.name, "token": self.token,
-                    "sync": self.cfg.endpoint(self.cfg.sync_port),
-                    "replication": self.cfg.endpoint(self.cfg.replication_port)})
-                if not protocol.is_count(reply.get("rank")):
-                    raise ProtocolError(f"reference replied without a rank: {reply!r:.80}",
-                                        "rank")
-                self.rank = reply["rank"]
-                log.info("{name} registered with rank {rank}", name=self.cfg.name,
-                         rank=self.rank)
-            else:
-                reply = yield self._ask(self.reference, "heartbeat",
-                                        {"user": self.cfg.name, "token": self.token})
-                if reply.get("status") == "unknown":
-                    log.warn("reference does not know {name}: registering again",
-                             name=self.cfg.name)
-                    self.rank = None
-                    self.catchup.written_off()
-                    return
-            reply = yield self._ask(self.reference, "list", {})
-            self._update_peers(reply.get("list") or [], reply.get("registered"))
-            if self._reference_warned:
-                log.info("reference {ref} reachable again", ref=self.cfg.reference)
-            self.catchup.reference_answered()
-            self._reference_warned = False
-        except (PeerUnavailable, ProtocolError) as e:
-            self.catchup.reference_failed()
-            if not self.running or self._reference_warned:
-                return  # stopping, or already said: log changes, not repetitions
-            if self.ready:
-                log.warn("reference {ref} unreachable ({why}); keeping the last peer list",
-                         ref=self.cfg.reference, why=str(e))
-                self._reference_warned = True
-            elif self.clock.seconds() - self._started_at > self.cfg.timing.reference_patience:
-                # At start the reference is often still starting too: only a long wait is
-                # worth a line.
-                log.warn("still waiting for the reference {ref} after {s:.0f} s ({why})",
-                         ref=self.cfg.reference, s=self.clock.seconds() - self._started_at,
-                         why=str(e))
-                self._reference_warned = True
-        except Exception:
-            # A bug here, not the reference: its traceback, and the reference counted as
-            # lost (so a catch-up follows once it works), never "unreachable" alone.
-            log.failure("{name}: registration or heartbeat failed", name=self.cfg.name)
-            self.catchup.reference_failed()
-
     # -- client requests -------------------------------------------------------------
 
-    def _on_client(self, envelope: list[bytes], body: bytes) -> None:
-        self._resumed_from_pause()  # a tick of the catch-up machine: paused?
-        if not self.ready:
-            self._queue(envelope, body)
-            return
-        self.handled += 1
-        self.client_responder.handle(lambda out: self.frontend.reply(envelope, out), body,
-                                     self.client_handlers, self.frontend.request_id(envelope))
-        if self.coordination is not None:
-            self.coordination.message_handled(self.handled)
+    def _served(self, handled: int) -> None:
+        for hook in self.hooks.served:
+            hook(handled)
 
     def _users(self, req: Request) -> dict[str, Any]:
         users = self.board.user_list()
@@ -479,12 +394,12 @@ class BoardServer(Replication, service.Service):
                 raise ProtocolError("storage unavailable on this server (" + e.strerror
                                     + "); the request was not applied", service_) from None
             else:
-                self._storage_works()
+                self.storage_works()
                 self.board.apply(op)
             finally:
                 del self.unapplied[op.id]
                 durable.fire()
-            yield self._replicate(op)
+            yield self.replication._replicate(op)
         finally:
             del self.settling[op.id]
             settling.fire()
@@ -516,16 +431,16 @@ class BoardServer(Replication, service.Service):
         existed. Its sequence number is given out again, so the origin's sequence keeps no
         gap (every later own op of that batch, and those queued behind it, failed too)."""
         self.board.next_seq = min(self.board.next_seq, op.seq)
-        self._storage_error(error)
+        self.storage_broke(error)
 
-    def _storage_error(self, error: OSError) -> None:
+    def storage_broke(self, error: OSError) -> None:
         why = f"{error.strerror or error} ({error.filename or self.journal.path})"
         if self.storage_error is None:
             log.error("storage unavailable: journal write failed: {why}; refusing writes "
                       "until it works again, serving reads", why=why)
         self.storage_error = why
 
-    def _storage_works(self) -> None:
+    def storage_works(self) -> None:
         if self.storage_error is not None:
             log.info("storage works again: taking writes")
             self.storage_error = None
@@ -541,12 +456,25 @@ class BoardServer(Replication, service.Service):
 
         return until(self.clock, self.committer.idle)
 
+    # -- replication port, and the hooks replication calls ---------------------------
+
+    def _on_replication(self, envelope: list[bytes], body: bytes) -> None:
+        self.responder.handle(lambda out: self.replication_router.reply(envelope, out), body,
+                              self.replication.handlers)
+
+    def peers_changed(self) -> None:
+        for hook in self.hooks.peers_changed:
+            hook()
+
+    @property
+    def peers(self) -> dict[str, Peer]:
+        """The live peers, as replication knows them (the coordination reads them)."""
+        return self.replication.peers
+
     # -- sync port (clock, election, Berkeley, status) -------------------------------
 
     def _on_sync(self, envelope: list[bytes], body: bytes) -> None:
-        handlers = {"clock": self._clock, "status": self._status}
-        if self.coordination is not None:
-            handlers.update(self.coordination.handlers())
+        handlers = {"clock": self._clock, "status": self._status, **self.hooks.sync_handlers}
         self.responder.handle(lambda out: self.sync_router.reply(envelope, out), body, handlers)
 
     def _clock(self, req: Request) -> dict[str, Any]:
@@ -558,17 +486,18 @@ class BoardServer(Replication, service.Service):
             "clock": self.lamport.value, "offset": self.physical.offset(),
             "applied": self.board.applied, "vector": self.board.vector,
             "storage_error": self.storage_error,
-            "peers": {p.name: p.up for p in self.peers.values()},
-            "handled": self.handled,  # client requests served: the dashboard's requests/s
-            "catch_ups": dict(self.catch_ups), "last_catch_up": self.last_catch_up,
+            # The reference's last request failed: a catch-up is owed once it answers.
+            "reference_lost": self.catchup.reference_lost,
+            "peers": {p.name: p.up for p in self.replication.peers.values()},
+            "handled": self.clients.handled,  # the dashboard's requests/s
+            "catch_ups": dict(self.replication.catch_ups),
+            "last_catch_up": self.replication.last_catch_up,
         }
-        view = getattr(self.frontend, "view", None)
+        view = self.clients.view()
         if view is not None:  # what the broker last said of us: routing here, in flight
             status["broker"] = view
-        for part in self.status_parts:
+        for part in self.status_parts:  # the data files', then the coordination's
             status.update(part())
-        if self.coordination is not None:
-            status.update(self.coordination.status())
         return status
 
 
@@ -640,13 +569,19 @@ def makeService(options: Options) -> service.MultiService:
     cfg = _server_config(options)
     t = cfg.timing
     server = BoardServer(cfg)
-    files = DataFilesService(cfg.data_dir, server.board, server._take, server.writes_done,
+    files = DataFilesService(cfg.data_dir, server.board, server.replication._take,
+                             server.writes_done,
                              snapshot_interval=t.snapshot_interval,
                              reload_interval=t.reload_interval, clock=server.clock)
     server.status_parts.append(files.status)
     # After the server in its group: it starts once the server's socket factory exists,
     # and stops (closing its subscriber) before the server shuts the factory down.
-    coordination = server.coordination = CoordinationService(server, t)
+    coordination = CoordinationService(server, t)
+    server.status_parts.append(coordination.status)
+    server.hooks.sync_handlers.update(coordination.handlers())
+    server.hooks.started.append(coordination.started)
+    server.hooks.peers_changed.append(coordination.peers_changed)
+    server.hooks.served.append(coordination.message_handled)
     group = service.MultiService()
     group.setName("server")
     for name, child in [("write path", server), ("coordination", coordination)]:
@@ -659,8 +594,8 @@ def makeService(options: Options) -> service.MultiService:
             .setServiceParent(group)
     # Timers start after the server and stop with it.
     for interval, fn, what in [
-        (t.heartbeat_interval, server.periodic_heartbeat, "heartbeat"),
-        (t.anti_entropy_interval, server.anti_entropy, "anti-entropy"),
+        (t.heartbeat_interval, server.registration.periodic_heartbeat, "heartbeat"),
+        (t.anti_entropy_interval, server.replication.anti_entropy, "anti-entropy"),
         (t.coordinator_check_interval, coordination.check_coordinator, "coordinator check"),
         (t.berkeley_interval, coordination.berkeley_tick, "Berkeley round"),
     ]:
