@@ -162,10 +162,22 @@ def threadsafe_refusal_logger(log: Any, where: str) -> Callable[[bytes], None]:
     return refused
 
 
+def name_token(keys: Keys, name: str) -> str:
+    """The registration token of server ``name`` on a board with keys: derived from the
+    board's secret, so a server that lost its data directory (a new disk, a new volume)
+    still proves its name, and nobody without the keys can."""
+    import hashlib
+    import hmac
+
+    return hmac.new(keys.secret, b"bbd-server-name:" + name.encode("utf-8"),
+                    hashlib.sha256).hexdigest()
+
+
 def server_token(data_dir: Path) -> str:
-    """This server's registration token: made once, kept in its data directory (owner
-    only). The reference binds the server's name to it, so only this server can change the
-    name's endpoints, whether authentication is on or off."""
+    """This server's registration token without keys (authentication off): made once, kept
+    in its data directory (owner only). The reference binds the server's name to it, so
+    only this server can change the name's endpoints; a server whose data directory is
+    lost cannot claim its name back (the reference's entry must be removed by hand)."""
     import secrets
 
     path = Path(data_dir) / "token"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +28,9 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _check_owner(server: Server, token: str | None, what: str) -> None:
-    """Refused unless ``token`` is the one that claimed the name (or nobody claimed it)."""
-    if server.token_hash is not None and not (
-            token and hmac.compare_digest(token_hash(token), server.token_hash)):
-        raise Refused(f"{what} for '{server.name}' without its owner's token")
+def _owns(server: Server, token: str | None) -> bool:
+    return bool(token) and server.token_hash is not None \
+        and hmac.compare_digest(token_hash(token), server.token_hash)
 
 
 @dataclass
@@ -44,8 +43,14 @@ class Server:
 
 
 class Registry:
-    def __init__(self, expiry: float, entries: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, expiry: float, entries: list[dict[str, Any]] | None = None,
+                 vouch: Callable[[str, str], bool] | None = None) -> None:
+        """``vouch(name, token)``: True for a token that proves ``name`` by other means
+        than the one first presented (derived from the board's keys): it takes the claim
+        over, so a server that lost its data directory, or whose claim predates the keys,
+        still gets its name back."""
         self.expiry = expiry
+        self.vouch = vouch or (lambda name, token: False)
         self.servers: dict[str, Server] = {}
         for e in entries or []:
             s = Server(str(e["name"]), int(e["rank"]), dict(e.get("endpoints") or {}),
@@ -60,12 +65,15 @@ class Registry:
         server = self.servers.get(name)
         changed = False
         presented = token_hash(token) if token else None
-        if server is not None and server.token_hash is not None \
-                and not (presented and hmac.compare_digest(presented, server.token_hash)):
-            if endpoints and endpoints != server.endpoints:
-                raise Refused(f"name '{name}' is registered to another server")
-            server.last_seen = now
-            return server.rank, False
+        if server is not None and server.token_hash is not None and not _owns(server, token):
+            if token and self.vouch(name, token):
+                server.token_hash = presented  # proved by the keys: the claim moves to it
+                changed = True
+            else:
+                if endpoints and endpoints != server.endpoints:
+                    raise Refused(f"name '{name}' is registered to another server")
+                server.last_seen = now
+                return server.rank, False
         if server is None:
             server = Server(name, max((s.rank for s in self.servers.values()), default=0) + 1)
             self.servers[name] = server
@@ -86,7 +94,7 @@ class Registry:
         server = self.servers.get(name)
         if server is None:
             return False
-        _check_owner(server, token, "heartbeat")
+        self._check_owner(server, token, "heartbeat")
         server.last_seen = now
         return True
 
@@ -97,10 +105,20 @@ class Registry:
         server = self.servers.get(name)
         if server is None:
             return False
-        _check_owner(server, token, "leave")
+        self._check_owner(server, token, "leave")
         was_live = server.last_seen is not None
         server.last_seen = None
         return was_live
+
+    def _check_owner(self, server: Server, token: str | None, what: str) -> None:
+        """Refused unless ``token`` is the claim's (or nobody claimed it, or the keys vouch
+        for it, which moves the claim to it)."""
+        if server.token_hash is None or _owns(server, token):
+            return
+        if token and self.vouch(server.name, token):
+            server.token_hash = token_hash(token)
+            return
+        raise Refused(f"{what} for '{server.name}' without its owner's token")
 
     def is_live(self, server: Server, now: float) -> bool:
         return server.last_seen is not None and now - server.last_seen <= self.expiry

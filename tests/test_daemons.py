@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import msgpack
@@ -279,6 +281,27 @@ def test_a_server_stopped_on_purpose_leaves_the_list_at_once(make_cluster) -> No
     assert "servidor-2" in listed()  # no word from a killed server: the expiry decides
     # The board goes on without waiting for either.
     assert cluster.client(timeout=3).request("login", {"user": "ana"})["status"] == "sucesso"
+
+
+def test_a_server_that_lost_its_data_directory_gets_its_name_back(make_cluster) -> None:
+    # A new disk or volume: no token file any more. With the board's keys its token is
+    # derived from them, so the reference takes its heartbeats and it stays listed.
+    cluster = make_cluster(servers=2)
+    c = cluster.client()
+    c.request("login", {"user": "ana"})
+    cluster.kill("servidor-2")
+    shutil.rmtree(cluster.data_dir("servidor-2"))
+    cluster.spawn("servidor-2")
+    cluster.wait_up(["servidor-2"])
+    ref_log = cluster.data_dir("reference") / "twistd.log"
+    # Four heartbeat intervals past the restart: listed all along, never refused.
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        listed = {e["name"] for e in cluster.ask(cluster.reference, "list")["list"]}
+        assert listed == {"servidor-1", "servidor-2"}
+        time.sleep(0.1)
+    assert "refused" not in ref_log.read_text()
+    assert (cluster.status("servidor-2") or {}).get("ready")
 
 
 def test_reference_keeps_ranks_across_restart(make_cluster) -> None:

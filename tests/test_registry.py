@@ -150,3 +150,23 @@ def test_a_server_that_leaves_is_off_the_list_at_once_and_keeps_its_rank() -> No
     assert reg.expire(100.0) == [reg.servers["s2"]]  # s1 is not reported gone twice
     assert reg.rank("s1", EP, 101.0, token="t1") == (1, False)  # back with its rank
     assert not reg.leave("nobody")
+
+
+def test_a_token_the_keys_vouch_for_takes_the_claim_over() -> None:
+    # A server that lost its data directory (or whose claim predates the keys) proves its
+    # name with a token derived from the board's keys; a guess still cannot.
+    from bbd.registry import Refused
+
+    vouched = {("s1", "derived-s1")}
+    reg = Registry(EXPIRY, vouch=lambda name, token: (name, token) in vouched)
+    reg.rank("s1", EP, 0.0, token="random-old")
+    moved = {"sync": "tcp://h2:1", "replication": "tcp://h2:2"}
+    for token in (None, "guess", "derived-s2"):
+        with pytest.raises(Refused):
+            reg.rank("s1", moved, 1.0, token=token)
+        with pytest.raises(Refused):
+            reg.heartbeat("s1", 1.0, token=token)
+    assert reg.rank("s1", moved, 2.0, token="derived-s1") == (1, True)  # persisted anew
+    assert reg.heartbeat("s1", 3.0, token="derived-s1")
+    with pytest.raises(Refused):
+        reg.heartbeat("s1", 4.0, token="random-old")  # the old claim is gone with it

@@ -55,7 +55,8 @@ class ReferenceLink:
         """At the server's start, once its socket factory exists."""
         from bbd import sockets
 
-        self.token = auth.server_token(self.cfg.data_dir)
+        self.token = auth.name_token(self.cfg.keys, self.cfg.name) \
+            if self.cfg.keys is not None else auth.server_token(self.cfg.data_dir)
         self.client = sockets.DealerClient(
             factory, self.cfg.reference, self.clock, self.cfg.max_bytes,
             auth.client_options(self.cfg.keys))
