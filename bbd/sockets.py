@@ -396,16 +396,18 @@ class Publisher(_Connection):
 
 
 class Subscriber(_Connection):
-    """SUB with exact-topic filtering: ZeroMQ matches prefixes, we compare whole topics."""
+    """SUB with exact-topic filtering: ZeroMQ matches prefixes, we compare whole topics.
+    ``topics=None`` takes every publication (the dashboard's view of the board)."""
 
     socketType = zmq.SUB
 
-    def __init__(self, factory: ZmqFactory, endpoints: list[ZmqEndpoint], topics: list[str],
+    def __init__(self, factory: ZmqFactory, endpoints: list[ZmqEndpoint],
+                 topics: list[str] | None,
                  on_publication: Callable[[str, bytes], None]) -> None:
-        self.topics = set(topics)
+        self.topics = set(topics) if topics is not None else None
         self.on_publication = on_publication
         super().__init__(factory, endpoints)
-        for topic in topics:
+        for topic in topics if topics is not None else [""]:  # "": every prefix
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
 
     def messageReceived(self, message: list[bytes]) -> None:
@@ -415,7 +417,7 @@ class Subscriber(_Connection):
             topic = message[0].decode("utf-8")
         except UnicodeDecodeError:
             return
-        if topic in self.topics:
+        if self.topics is None or topic in self.topics:
             try:
                 self.on_publication(topic, message[1])
             except Exception:

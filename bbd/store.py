@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bbd.datafiles import DATA_FILES, DataFiles
+from bbd.datafiles import DATA_FILES, DataFiles, fsync_dir
 
 __all__ = ["DATA_FILES", "DataFiles", "Journal", "Loaded", "decode_record", "encode_record",
            "write_bytes_atomic", "write_json_atomic"]
@@ -26,14 +26,6 @@ __all__ = ["DATA_FILES", "DataFiles", "Journal", "Loaded", "decode_record", "enc
 JOURNAL = "journal.log"
 DAMAGED = "journal.damaged"  # damaged stretches of the journal, kept for a person to read
 _BLOCK = 4 << 20  # bytes read at a time when loading the journal
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_json_atomic(path: Path, obj: Any) -> tuple[int, int, int]:
@@ -52,7 +44,7 @@ def write_json_atomic(path: Path, obj: Any) -> tuple[int, int, int]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -67,7 +59,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 # Made once: json.dumps with any non-default argument builds a new encoder per call, which
@@ -205,14 +197,14 @@ class Journal:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def open(self) -> None:
         new = not self.path.exists()
         # Unbuffered: after a failed write no stale buffer may reach the file later.
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if new:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Write and fsync a batch; durable when this returns. If it fails (a full or

@@ -94,21 +94,8 @@ class Watcher(service.Service):
         """Every publication of the proxy. Authentication, when it exists, goes here."""
         from bbd import sockets
 
-        class Everything(sockets.Subscriber):
-            def messageReceived(self, message: list[bytes]) -> None:
-                if len(message) != 2:
-                    return
-                try:
-                    topic = message[0].decode("utf-8")
-                except UnicodeDecodeError:
-                    return
-                try:
-                    self.on_publication(topic, message[1])
-                except Exception:
-                    log.failure("unhandled error while handling a publication")
-
-        # "" subscribes to every topic (ZeroMQ matches prefixes).
-        return Everything(self.factory, [sockets.connect(address)], [""], self._publication)
+        return sockets.Subscriber(self.factory, [sockets.connect(address)], None,
+                                  self._publication)
 
     # -- life ------------------------------------------------------------------------
 
