@@ -92,6 +92,27 @@ def test_the_data_files_are_written_at_stop_after_the_last_write(tmp_path: Path)
     assert files.status() == {"files_current": True, "files_error": None}
 
 
+def test_the_data_files_wait_while_the_server_catches_up(tmp_path: Path,
+                                                        monkeypatch: Any) -> None:
+    from twisted.internet import threads
+
+    # The flush's thread, run in place so that the test sees what it wrote.
+    monkeypatch.setattr(threads, "deferToThread",
+                        lambda f, *a: defer.maybeDeferred(f, *a))
+    catching_up = [True]
+    board = Board("s1")
+    files = DataFilesService(tmp_path, board, lambda ops: (0, defer.succeed(None)),
+                             lambda: defer.succeed(None), snapshot_interval=1.0,
+                             reload_interval=2.0, clock=task.Clock(),
+                             hold=lambda: catching_up[0])
+    board.apply(_post(1))
+    assert files.flush_files() is None  # held: nothing rendered, nothing written
+    assert not (tmp_path / "usuarios.json").exists()
+    catching_up[0] = False
+    assert files.flush_files() is not None  # over: brought up to date
+    assert [u["user"] for u in json.loads((tmp_path / "usuarios.json").read_text())] == ["u1"]
+
+
 class FakeJournal:
     def __init__(self, log: list[str]) -> None:
         self.log = log

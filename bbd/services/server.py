@@ -572,7 +572,8 @@ def makeService(options: Options) -> service.MultiService:
     files = DataFilesService(cfg.data_dir, server.board, server.replication._take,
                              server.writes_done,
                              snapshot_interval=t.snapshot_interval,
-                             reload_interval=t.reload_interval, clock=server.clock)
+                             reload_interval=t.reload_interval, clock=server.clock,
+                             hold=lambda: server.catchup.catching_up)
     server.status_parts.append(files.status)
     # After the server in its group: it starts once the server's socket factory exists,
     # and stops (closing its subscriber) before the server shuts the factory down.
