@@ -264,7 +264,7 @@ def table(results: dict[tuple[str, int, int], dict[str, float]], extras: dict[in
         echo = results[("echo", 0, n)]
         lines.append(f"| echo limit | - | {n} | {echo['rate']:,.0f} | 1.00x "
                      f"| {echo['p50_ms']:.2f} ms | {echo['p99_ms']:.2f} ms | 1.0x "
-                     f"| {echo['cpu_ms_per_op']:.3f} | {echo['failed']} |")
+                     f"| {echo['cpu_ms_per_op']:.3f} | {echo['failed']:.0f} |")
         for setup in ("1 server", "3 servers"):
             for h in history:
                 r = results[(setup, h, n)]
@@ -272,7 +272,7 @@ def table(results: dict[tuple[str, int, int], dict[str, float]], extras: dict[in
                     f"| {setup} | {h:,} | {n} | {r['rate']:,.0f} "
                     f"| {r['rate'] / echo['rate']:.3f}x | {r['p50_ms']:.2f} ms "
                     f"| {r['p99_ms']:.1f} ms | {r['p99_ms'] / echo['p99_ms']:.1f}x "
-                    f"| {r['cpu_ms_per_op']:.3f} | {r['failed']} |")
+                    f"| {r['cpu_ms_per_op']:.3f} | {r['failed']:.0f} |")
     lines += ["", "| 3 servers, history | vs history 0 (16 clients) | RSS per stored post "
               "| SIGKILLed server ready again | new empty server holds it all |",
               "|---|---|---|---|---|"]

@@ -206,26 +206,46 @@ def parse_op_id(op_id: str) -> tuple[str, int]:
 
 class _Sorted:
     """Operations kept sorted by their order (bisect in C: operations compare by order;
-    appending is the common case).
+    appending is the common case). An operation that sorts before the last one waits in
+    ``_late`` until the list is next read, and all those waiting are merged at once: a
+    catch-up's pages come in (origin, seq) order, not in the total order, and inserting
+    each one into a list of a million would move half of it every time.
 
     ``changed_from`` is a low-water mark: the lowest index whose item changed since the
     last ``take_changed``, so that the data files rewrite only from there on."""
 
-    __slots__ = ("items", "changed_from")
+    __slots__ = ("_items", "_late", "changed_from")
 
     def __init__(self) -> None:
-        self.items: list[Op] = []
+        self._items: list[Op] = []
+        self._late: list[Op] = []
         self.changed_from = 0
 
+    @property
+    def items(self) -> list[Op]:
+        """The operations in order (late ones merged in first)."""
+        if self._late:
+            self._merge()
+        return self._items
+
+    def _merge(self) -> None:
+        late, self._late = self._late, []
+        late.sort()
+        items = self._items
+        i = bisect_left(items, late[0])
+        self._changed(i)
+        tail = items[i:]
+        tail.extend(late)
+        tail.sort()  # two sorted runs: a linear merge
+        items[i:] = tail
+
     def add(self, op: Op) -> None:
-        items = self.items
-        if not items or items[-1] < op:
+        items = self._items
+        if not self._late and (not items or items[-1] < op):
             self._changed(len(items))
             items.append(op)
         else:
-            i = bisect_left(items, op)
-            self._changed(i)
-            items.insert(i, op)
+            self._late.append(op)
 
     def remove(self, op: Op) -> None:
         items = self.items
@@ -235,7 +255,8 @@ class _Sorted:
             del items[i]
 
     def first(self) -> Op | None:
-        return self.items[0] if self.items else None
+        items = self.items
+        return items[0] if items else None
 
     def touch(self, op: Op) -> None:
         """Mark the item of ``op`` changed (its entry shows more than the op itself)."""
@@ -247,12 +268,13 @@ class _Sorted:
 
     def take_changed(self) -> int:
         """The low-water mark since the last call, reset to the end of the list."""
-        low = min(self.changed_from, len(self.items))
-        self.changed_from = len(self.items)
+        items = self.items
+        low = min(self.changed_from, len(items))
+        self.changed_from = len(items)
         return low
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._items) + len(self._late)
 
     def __iter__(self) -> Iterator[Op]:
         return iter(self.items)

@@ -737,3 +737,26 @@ def test_operations_survive_copy_and_pickle() -> None:
     for op in workload(6)[:10]:
         for again in (copy.copy(op), copy.deepcopy(op), pickle.loads(pickle.dumps(op))):
             assert type(again) is Op and again == op and again.fields == op.fields
+
+
+def test_late_operations_are_merged_in_order_with_the_right_low_water_mark() -> None:
+    # A catch-up's pages come per origin, not in the total order: many late adds, one merge.
+    from bbd.state import _Sorted
+
+    ops = [Op(f"s{k % 3}", k // 3 + 1, k, "channel", 0.0, {"channel": f"c{k}"})
+           for k in range(300)]
+    shuffled = ops[:]
+    random.Random(7).shuffle(shuffled)
+    s = _Sorted()
+    for op in ops[:100]:
+        s.add(op)
+    assert s.take_changed() == 0
+    for op in shuffled:
+        if op not in ops[:100]:
+            s.add(op)
+    assert len(s) == 300
+    lowest = min(ops.index(op) for op in shuffled if op not in ops[:100])
+    assert s.take_changed() == lowest  # read: merged, and the files rewrite from there
+    assert s.items == ops and list(s) == ops and s.first() == ops[0]
+    s.remove(ops[150])
+    assert s.take_changed() == 150 and len(s) == 299
