@@ -301,9 +301,9 @@ def figure(results: dict, history: list[int], clients: list[int], path: Path) ->
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for n in clients:
         echo = results[("echo", 0, n)]
-        left.axhline(echo["rate"], linestyle=":", color="grey")
+        left.axhline(echo["rate"], linestyle=":", color="grey",
+                     label=f"echo limit, {n} client(s) (dotted)" if n == clients[0] else None)
         right.axhline(echo["p99_ms"], linestyle=":", color="grey")
-        left.annotate(f"echo limit, {n} client(s)", (history[0], echo["rate"]), fontsize=7)
         for setup, style in (("1 server", "--"), ("3 servers", "-")):
             xs = [max(h, 1) for h in history]
             left.plot(xs, [results[(setup, h, n)]["rate"] for h in history], style,
