@@ -8,7 +8,6 @@ import contextlib
 import io
 import json
 import signal
-import threading
 import time
 from collections import Counter
 
@@ -17,29 +16,20 @@ import zmq
 
 from bbd import cli
 from bbd.localcluster import Cluster, wait_for
-from tests.test_replication import read_files, setup_board, wait_converged
+from tests.test_replication import Writers, read_files, setup_board, wait_converged
 
 
-class PlainWriters:
+class PlainWriters(Writers):
     """Clients as the standard describes them: a REQ socket, no ``id`` in ``data``, 2 s
     per request and no retry, so any request the board does not answer in time counts
-    as failed."""
+    as failed (``failed`` lists them)."""
 
     def __init__(self, cluster: Cluster, n: int, timeout: float = 2.0) -> None:
-        self.endpoint = cluster.frontend
+        super().__init__(cluster, n)
         self.timeout_ms = int(timeout * 1000)
-        self.acked: list[str] = []
-        self.failed: list[str] = []
+        self.failed: list[str] = []  # type: ignore[assignment]
         self.slowest = 0.0
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
         self.ctx = zmq.Context()
-        self.threads = [threading.Thread(target=self._run, args=(k,)) for k in range(n)]
-
-    def __enter__(self) -> PlainWriters:
-        for t in self.threads:
-            t.start()
-        return self
 
     def _run(self, k: int) -> None:
         sock = None
@@ -48,7 +38,7 @@ class PlainWriters:
             if sock is None:
                 sock = self.ctx.socket(zmq.REQ)
                 sock.setsockopt(zmq.LINGER, 0)
-                sock.connect(self.endpoint)
+                sock.connect(self.cluster.frontend)
             i += 1
             text = f"p{k}-{i}"
             data = {"user": "ana", "channel": "geral", "message": text,
@@ -69,18 +59,8 @@ class PlainWriters:
         if sock is not None:
             sock.close(0)
 
-    def count(self) -> int:
-        with self.lock:
-            return len(self.acked)
-
-    def wait_more(self, k: int, what: str) -> None:
-        n = self.count()
-        wait_for(lambda: self.count() >= n + k, 60, f"{k} more writes {what}")
-
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
+        super().__exit__(*exc)
         self.ctx.term()
 
 
