@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import signal
 import sys
+from time import time
 from typing import Any, TextIO
 
 from twisted.logger import (
-    FileLogObserver,
     ILogObserver,
+    LogLevel,
     formatEventAsClassicLogText,
     formatTime,
     timeFormatRFC3339,
 )
+from twisted.python.threadable import isInIOThread
+
+from twisted import logger as _twisted_logger
 
 
 class ClassicFormatter:
@@ -68,8 +72,67 @@ class ClassicFormatter:
             event, formatTime=lambda when: self.stamp(when))
 
 
+class TextObserver:
+    """Twisted's ``FileLogObserver`` (each event's text written to ``out``), flushed once
+    per reactor turn instead of once per line: a turn that answers ten requests makes one
+    write system call, not ten. Lines at ``warn`` and above, lines from other threads and
+    lines while the reactor is not running are flushed at once, and so is everything at
+    shutdown: a stopping or failing daemon still says why, and a SIGKILL loses at most the
+    lines of the turn it cut."""
+
+    def __init__(self, out: TextIO, formatter: Any) -> None:
+        self._out = out
+        self._format = formatter
+        self._flush_due = False
+        self._at_shutdown = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        text = self._format(event)
+        if not text:
+            return
+        self._out.write(text)
+        if self._flush_due:
+            return
+        from twisted.internet import reactor
+
+        if event.get("log_level") in _LOUD or not (reactor.running and isInIOThread()):
+            self._out.flush()
+            return
+        if not self._at_shutdown:
+            self._at_shutdown = True
+            reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+        self._flush_due = True
+        reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        self._flush_due = False
+        self._out.flush()
+
+
+_LOUD = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
+
+
 def text_observer(out: TextIO) -> ILogObserver:
-    return FileLogObserver(out, ClassicFormatter())
+    return TextObserver(out, ClassicFormatter())
+
+
+_LEVELS = frozenset(LogLevel.iterconstants())
+
+
+class Logger(_twisted_logger.Logger):
+    """``twisted.logger.Logger`` with the same events, for less CPU on a line per request:
+    its ``emit`` checks the level against a set made once, where Twisted's sorts the
+    levels anew for each event."""
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
+        if level not in _LEVELS:
+            super().emit(level, format, **kwargs)  # Twisted's complaint about the level
+            return
+        kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace,
+                      log_source=self.source, log_format=format, log_time=time())
+        if "log_trace" in kwargs:
+            kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
+        self.observer(kwargs)
 
 
 # twistd's options, kept by ``use_under_twistd`` for ``twistd_observer``: twistd's

@@ -42,9 +42,9 @@ _monitor_ids = itertools.count(1)
 # new member through EnumType.__call__ (a few microseconds each, several times a message).
 _NOBLOCK = int(zmq.NOBLOCK)
 _SEND_MORE = int(zmq.SNDMORE) | _NOBLOCK
-_RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+_SEND_ONLY = frozenset({int(zmq.PUB), int(zmq.PUSH)})
 
 
 def bind(address: str) -> ZmqEndpoint:
@@ -97,8 +97,9 @@ class _Connection(ZmqConnection):
                 sock.send(part, _SEND_MORE)
             sock.send(message[-1], _NOBLOCK)
         # ZeroMQ's descriptor signals edges only, and a send may consume the edge of an
-        # incoming message: look again on the next reactor turn (as txZMQ does).
-        if self.read_scheduled is None:
+        # incoming message: if one is waiting, read it on the next reactor turn (txZMQ
+        # schedules that read after every send; one look at the events costs less).
+        if self.read_scheduled is None and sock.get(_EVENTS) & _POLLIN:
             self.read_scheduled = reactor.callLater(0, self.doRead)
 
     def doRead(self) -> None:
@@ -107,16 +108,25 @@ class _Connection(ZmqConnection):
             if not scheduled.called:
                 scheduled.cancel()
             self.read_scheduled = None
+        if self.socketType in _SEND_ONLY:
+            if self.factory is not None:
+                self.socket.get(_EVENTS)  # rearms the descriptor's edge; nothing to read
+            return
         while self.factory is not None:  # None once shut down
             sock = self.socket
-            if not sock.get(_EVENTS) & _POLLIN:
-                return
+            # Frames without copy carry their own "more" flag: no option read per frame
+            # (each ``get`` costs microseconds, several times a message).
             try:
-                message = [sock.recv(_NOBLOCK)]
-                while sock.get(_RCVMORE):
-                    message.append(sock.recv(_NOBLOCK))
+                frame = sock.recv(_NOBLOCK, copy=False)
             except zmq.Again:
-                continue  # the message was taken meanwhile: look at the events again
+                # Nothing left: the events, read once, also rearm the descriptor's edge.
+                if sock.get(_EVENTS) & _POLLIN:
+                    continue
+                return
+            message = [frame.bytes]
+            while frame.more:
+                frame = sock.recv(_NOBLOCK, copy=False)
+                message.append(frame.bytes)
             try:
                 self.messageReceived(message)
             except Exception:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.logger import Logger
-
 from bbd import auth
 from bbd.lamport import LamportClock
+from bbd.logs import Logger
 from bbd.services.responder import Responder
 
 log = Logger()

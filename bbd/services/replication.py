@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bbd import auth, entitlement, protocol
 from bbd.catchup import CatchUp
 from bbd.commit import GroupCommit
 from bbd.lamport import LamportClock
+from bbd.logs import Logger
 from bbd.protocol import PeerUnavailable, ProtocolError, Request
 from bbd.services.waiters import Waiters
 from bbd.state import Board, Op

@@ -24,7 +24,6 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, reactor
-from twisted.logger import Logger
 from twisted.python import usage
 
 from bbd import auth, opkinds, protocol
@@ -33,6 +32,7 @@ from bbd.catchup import BeginCatchUp, CatchUp, Paused, ServingChanged
 from bbd.commit import GroupCommit
 from bbd.config import Timing
 from bbd.lamport import LamportClock
+from bbd.logs import Logger
 from bbd.options import SecureDaemonOptions, tcp_local
 from bbd.physclock import PhysicalClock
 from bbd.protocol import ProtocolError, Request
