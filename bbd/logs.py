@@ -27,6 +27,7 @@ from twisted.logger import (
     timeFormatRFC3339,
 )
 from twisted.python.threadable import isInIOThread
+from zope.interface import implementer
 
 from twisted import logger as _twisted_logger
 
@@ -72,6 +73,7 @@ class ClassicFormatter:
             event, formatTime=lambda when: self.stamp(when))
 
 
+@implementer(ILogObserver)
 class TextObserver:
     """Twisted's ``FileLogObserver`` (each event's text written to ``out``), flushed once
     per reactor turn instead of once per line: a turn that answers ten requests makes one

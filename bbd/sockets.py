@@ -114,15 +114,14 @@ class _Connection(ZmqConnection):
             return
         while self.factory is not None:  # None once shut down
             sock = self.socket
+            if not sock.get(_EVENTS) & _POLLIN:
+                return
             # Frames without copy carry their own "more" flag: no option read per frame
             # (each ``get`` costs microseconds, several times a message).
             try:
                 frame = sock.recv(_NOBLOCK, copy=False)
             except zmq.Again:
-                # Nothing left: the events, read once, also rearm the descriptor's edge.
-                if sock.get(_EVENTS) & _POLLIN:
-                    continue
-                return
+                continue  # the message was taken meanwhile: look at the events again
             message = [frame.bytes]
             while frame.more:
                 frame = sock.recv(_NOBLOCK, copy=False)
