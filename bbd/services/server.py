@@ -95,7 +95,7 @@ class BoardServer(service.Service):
         self.responder = Responder(self.lamport, self.physical.now, log)
         self.board = Board(cfg.name)
         self.journal = Journal(cfg.data_dir)  # opened and closed by its JournalService
-        self.committer = GroupCommit(self.journal.append)
+        self.committer = GroupCommit(self.journal.append, clock)
         # Whether to serve clients: caught up, paused, cut off (bbd/catchup.py).
         self.catchup = CatchUp(clock, pause_threshold=max(1.0, 4 * cfg.timing.heartbeat_interval),
                                check_interval=cfg.timing.pause_check_interval)
