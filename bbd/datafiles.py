@@ -33,6 +33,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bbd.opkinds import DATA_FILES, KINDS
 from bbd.state import Board, _Sorted, entry, user_entry
 
@@ -41,7 +43,6 @@ HEAD = b"[\n"
 SEP = b",\n"
 
 Signature = tuple[int, int, int]
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # C encoder
 
 
 def tail(n: int) -> bytes:
@@ -55,7 +56,9 @@ def render_array(lines: Iterable[bytes]) -> bytes:
 
 
 def line(entry: Any) -> bytes:
-    return _encode(entry).encode("utf-8")
+    # json.dumps(entry, ensure_ascii=False, separators=(",", ":")), UTF-8: the same bytes
+    # from orjson, with less time holding the GIL the reactor needs.
+    return orjson.dumps(entry)
 
 
 def fsync_dir(path: Path) -> None:
