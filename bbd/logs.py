@@ -77,9 +77,9 @@ class ClassicFormatter:
 class TextObserver:
     """Twisted's ``FileLogObserver`` (each event's text written to ``out``), flushed once
     per reactor turn instead of once per line: a turn that answers ten requests makes one
-    write system call, not ten. Lines at ``warn`` and above, lines from other threads and
-    lines while the reactor is not running are flushed at once, and so is everything at
-    shutdown: a stopping or failing daemon still says why, and a SIGKILL loses at most the
+    write system call, not ten. Lines at ``warn`` and above are flushed at once (with the
+    turn's lines before them), lines while the reactor is not running too, and everything
+    at shutdown: a stopping or failing daemon still says why, and a SIGKILL loses at most the
     lines of the turn it cut."""
 
     def __init__(self, out: TextIO, formatter: Any) -> None:
@@ -93,11 +93,14 @@ class TextObserver:
         if not text:
             return
         self._out.write(text)
-        if self._flush_due:
+        if event.get("log_level") in _LOUD:
+            self._out.flush()
             return
+        if self._flush_due:
+            return  # the turn's flush takes this line too
         from twisted.internet import reactor
 
-        if event.get("log_level") in _LOUD or not (reactor.running and isInIOThread()):
+        if not (reactor.running and isInIOThread()):
             self._out.flush()
             return
         if not self._at_shutdown:

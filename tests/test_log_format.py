@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 from twisted.logger import Logger, LogLevel, LogPublisher, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 
@@ -84,3 +85,28 @@ def test_a_logger_of_the_users_choice_is_kept() -> None:
     options.parseOptions(["-n", "--logger", "twisted.logger.textFileLogObserver",
                           "bbd-proxy", "--no-auth"])
     assert options["logger"] is not logs.twistd_observer
+
+
+class _Out(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed = ""
+
+    def flush(self) -> None:
+        self.flushed = self.getvalue()
+
+
+@pytest_twisted.inlineCallbacks
+def test_lines_reach_the_file_once_a_turn_and_warnings_at_once() -> None:
+    from twisted.internet import reactor, task
+
+    out = _Out()
+    log = Logger(namespace="bbd.test", observer=LogPublisher(logs.text_observer(out)))
+    log.info("first")
+    log.info("second")
+    assert out.flushed == ""  # written, not yet flushed: the turn goes on
+    yield task.deferLater(reactor, 0, lambda: None)
+    assert out.flushed.count("\n") == 2  # one flush for both, after the turn
+    log.info("third")
+    log.warn("trouble")  # a warning goes out at once, with what came before it
+    assert out.flushed.endswith("[bbd.test#warn] trouble\n") and "third" in out.flushed
