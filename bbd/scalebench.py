@@ -49,6 +49,7 @@ START, END = "<!-- scalebench:start -->", "<!-- scalebench:end -->"
 USER = CHANNEL = "bbd-bench"
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+LAG_GIVE_UP = 10.0  # a post not in the files this long after its reply counts as never
 
 
 # -- the echo worker (its own process) ---------------------------------------------------
@@ -217,14 +218,59 @@ class Echo(Setup):
         super().stop()
 
 
-def measure(setup: Setup, clients: int, seconds: float, procs: int) -> dict[str, float]:
+def measure(setup: Setup, clients: int, seconds: float, procs: int,
+            probe_files: bool = False) -> dict[str, float]:
+    """One load run; with ``probe_files``, also how far the data files fall behind the
+    acknowledged writes meanwhile (``files_lag_s``, the worst probe)."""
     pids = setup.pids()
     cpu0 = [cpu_seconds(p) for p in pids]
-    result = load(setup.frontend, clients, seconds, procs)
+    stop, lags = threading.Event(), []
+    prober = threading.Thread(target=files_lag, args=(setup, stop, lags)) if probe_files \
+        else None
+    if prober is not None:
+        prober.start()
+    try:
+        result = load(setup.frontend, clients, seconds, procs)
+    finally:
+        stop.set()
+        if prober is not None:
+            prober.join()
     done = result["rate"] * seconds
     used = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
     result["cpu_ms_per_op"] = statistics.fmean(used) / done * 1e3 if done and used else nan
+    if lags:
+        result["files_lag_s"] = max(lags)
     return result
+
+
+def files_lag(setup: Setup, stop: threading.Event, lags: list[float]) -> None:
+    """While the load runs: every 0.2 s a marked post through the broker and, once it is
+    acknowledged, the time until every server's publicacoes.json holds it (read from its
+    tail, where new posts land)."""
+    files = [setup.cluster.data_dir(n) / "publicacoes.json" for n in setup.cluster.names()]
+    with setup.cluster.client(timeout=10) as c:
+        while not stop.is_set():
+            marker = f"files-lag-{uuid.uuid4().hex}"
+            reply = c.request("publish", {"user": USER, "channel": CHANNEL, "message": marker})
+            acked = time.monotonic()
+            if reply.get("data", reply).get("status") != "OK":
+                continue
+            waiting = set(files)
+            while waiting and time.monotonic() - acked < LAG_GIVE_UP:
+                waiting = {f for f in waiting if marker.encode() not in _tail(f)}
+                if waiting:
+                    time.sleep(0.05)
+            lags.append(time.monotonic() - acked if not waiting else inf)
+            stop.wait(0.2)
+
+
+def _tail(path: Path, size: int = 256 * 1024) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return f.read()
+    except OSError:
+        return b""
 
 
 def recovery(setup: Setup, timeout: float = 300.0) -> dict[str, float]:
@@ -273,23 +319,30 @@ def table(results: dict[tuple[str, int, int], dict[str, float]], extras: dict[in
                     f"| {r['rate'] / echo['rate']:.3f}x | {r['p50_ms']:.2f} ms "
                     f"| {r['p99_ms']:.1f} ms | {r['p99_ms'] / echo['p99_ms']:.1f}x "
                     f"| {r['cpu_ms_per_op']:.3f} | {r['failed']:.0f} |")
-    lines += ["", "| 3 servers, history | vs history 0 (16 clients) | RSS per stored post "
-              "| SIGKILLed server ready again | new empty server holds it all |",
-              "|---|---|---|---|---|"]
     top = max(clients)
+    lines += ["", f"| 3 servers, history | vs history 0 ({top} clients) | data files behind the "
+              "acknowledged writes (worst probe) | RSS per stored post | SIGKILLed server ready "
+              "again | new empty server holds it all |", "|---|---|---|---|---|---|"]
     for h in history:
-        if h == 0:
-            continue
         e = extras.get(h, {})
         ratio = results[("3 servers", h, top)]["rate"] / results[("3 servers", 0, top)]["rate"]
-        lines.append(f"| {h:,} | {ratio:.2f}x | {e.get('rss_per_post', nan):,.0f} B "
+        lag = results[("3 servers", h, top)].get("files_lag_s", nan)
+        lag_text = "never" if lag == inf else f"{lag:.2f} s"
+        lines.append(f"| {h:,} | {ratio:.2f}x | {lag_text} "
+                     f"| {_bytes(e.get('rss_per_post', nan))} "
                      f"| {_seconds(e.get('restart_s', nan))} "
                      f"| {_seconds(e.get('catchup_s', nan))} |")
     return "\n".join(lines)
 
 
 def _seconds(value: float) -> str:
+    if value != value:  # nan: not measured (an empty history)
+        return "-"
     return "not ready in 300 s" if value == inf else f"{value:.1f} s"
+
+
+def _bytes(value: float) -> str:
+    return "-" if value != value else f"{value:,.0f} B"
 
 
 def figure(results: dict, history: list[int], clients: list[int], path: Path) -> None:
@@ -362,13 +415,15 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(args.rounds):
             for n in args.clients:
                 for setup in setups:
-                    res = measure(setup, n, args.seconds, args.procs)
+                    res = measure(setup, n, args.seconds, args.procs,
+                                  probe_files=setup.name == "3 servers" and n == max(args.clients))
                     runs.setdefault((setup.name, setup.history, n), []).append(res)
                     print(f"round {r + 1}: {setup.name:<9} history={setup.history:<8} "
                           f"clients={n:<3} {res['rate']:8.0f}/s  p50 {res['p50_ms']:6.2f} ms"
                           f"  p99 {res['p99_ms']:7.2f} ms  failed {res['failed']}", flush=True)
-        results = {k: {f: statistics.median(x[f] for x in v) for f in v[0]}
-                   for k, v in runs.items()}
+        # Medians over the rounds; for the data files, the worst probe of all rounds.
+        results = {k: {f: (max if f == "files_lag_s" else statistics.median)(x[f] for x in v)
+                       for f in v[0]} for k, v in runs.items()}
         extras: dict[int, dict] = {}
         empty = next(s for s in setups if s.name == "3 servers" and s.history == 0)
         base_rss = statistics.fmean(rss_bytes(p) for p in empty.pids())

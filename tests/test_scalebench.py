@@ -27,7 +27,22 @@ def test_the_table_gives_ratios_to_the_echo_limit_and_to_an_empty_history() -> N
     for setup in ("1 server", "3 servers"):
         results[(setup, 0, 16)] = r(400, 20)
         results[(setup, 100_000, 16)] = r(360, 30)
+    results[("3 servers", 0, 16)]["files_lag_s"] = 0.85
+    results[("3 servers", 100_000, 16)]["files_lag_s"] = float("inf")
     text = scalebench.table(results, {100_000: {"rss_per_post": 550, "restart_s": 2.5,
                                                 "catchup_s": 7.0}}, [0, 100_000], [16])
     assert "| 3 servers | 100,000 | 16 | 360 | 0.360x | 1.00 ms | 30.0 ms | 3.0x |" in text
-    assert "| 100,000 | 0.90x | 550 B | 2.5 s | 7.0 s |" in text
+    assert "| 0 | 1.00x | 0.85 s | - | - | - |" in text
+    assert "| 100,000 | 0.90x | never | 550 B | 2.5 s | 7.0 s |" in text
+
+
+def test_the_data_files_probe_sees_acknowledged_posts_reach_the_files(tmp_path: Path) -> None:
+    setup = scalebench.Setup("1 server", tmp_path / "board", 1, 0)
+    try:
+        setup.start()
+        result = scalebench.measure(setup, clients=2, seconds=2.5, procs=1, probe_files=True)
+    finally:
+        setup.stop()
+    assert result["failed"] == 0
+    # Flushed every snapshot_interval (1 s): a probed post is in the file within about that.
+    assert 0 < result["files_lag_s"] < 3.0
