@@ -26,7 +26,7 @@ from bbd.scalebench import Setup, measure
 # Substrings of a stack, each the mark of one known cost.
 KNOWN = {
     "log lines (Logger.emit)": "Logger.emit",
-    "journal thread hand-off": "GroupCommit._flush",
+    "group commit (write, fsync and its waiters)": "GroupCommit._commit",
     "enum flags (EnumType.__call__)": "EnumType.__call__",
     "msgpack.packb (a new Packer per message)": "packb",
     "json": "json/",
