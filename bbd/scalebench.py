@@ -411,6 +411,12 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"starting {label} with {h:,} posts stored", flush=True)
                 setups.append(Setup(label, root / f"s{servers}-h{h}", servers, h))
                 setups[-1].start()
+        # A server started from a journal writes its data files from scratch first (in a
+        # thread, seconds at a million posts): the rounds measure the board after that.
+        for setup in setups[1:]:
+            wait_for(lambda c=setup.cluster: all((c.status(n) or {}).get("files_current")
+                                                 for n in c.names()), 600,
+                     f"the data files of {setup.name} with {setup.history:,} posts")
         runs: dict[tuple[str, int, int], list[dict]] = {}
         for r in range(args.rounds):
             for n in args.clients:
