@@ -760,3 +760,99 @@ def test_late_operations_are_merged_in_order_with_the_right_low_water_mark() -> 
     assert s.items == ops and list(s) == ops and s.first() == ops[0]
     s.remove(ops[150])
     assert s.take_changed() == 150 and len(s) == 299
+
+
+# -- bulk loading (a start's journal) ----------------------------------------------------
+
+def assert_same_board(a: Board, b: Board) -> None:
+    """Two boards that hold the same operations and show them alike, view by view."""
+    assert a.snapshot() == b.snapshot()
+    assert (a.applied, a.vector, a.next_seq) == (b.applied, b.vector, b.next_seq)
+    assert dict(a.winners) == dict(b.winners) and sorted(a.ops) == sorted(b.ops)
+    assert a.user_list() == b.user_list() and a.channel_list() == b.channel_list()
+    for name in CHANNELS:
+        assert a.history("channel", name, 100, None) == b.history("channel", name, 100, None)
+    for name in USERS:
+        assert a.history("user", name, 100, None) == b.history("user", name, 100, None)
+    assert all(a.visible(op) == b.visible(b.ops[op_id]) for op_id, op in a.ops.items())
+    assert a.missing_for({}, 1000) == b.missing_for({}, 1000)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_bulk_load_builds_the_board_that_applying_one_by_one_builds(seed: int) -> None:
+    ops = workload(seed, per_origin=30)
+    random.Random(seed).shuffle(ops)  # a journal's order: neither seq nor total order
+    loaded = Board("s2")
+    loaded.load(ops)
+    assert loaded._dense and not loaded._beyond  # the bulk way was taken
+    assert_same_board(loaded, board_of(ops, "s2"))
+    assert loaded.next_seq == 31
+    extra = post("s1", 31, 999, "ana", "geral", "after the load")
+    assert loaded.apply(extra) and not loaded.apply(extra)  # it goes on like any board
+    assert_same_board(loaded, board_of([*ops, extra], "s2"))
+
+
+@pytest.mark.parametrize("cut", ["gap", "repeat", "not empty"])
+def test_a_bulk_load_that_cannot_be_bulk_applies_one_by_one(cut: str) -> None:
+    ops = workload(3)
+    if cut == "gap":
+        ops = [op for op in ops if op.id != "s2:5"]
+    elif cut == "repeat":
+        ops = [*ops, ops[7]]
+    loaded = Board("r")
+    if cut == "not empty":
+        loaded.apply(ops[0])
+    loaded.load(ops)
+    assert_same_board(loaded, board_of(ops))
+
+
+def test_replay_takes_operations_as_they_are_and_records_through_from_journal() -> None:
+    ops = workload(5)
+    records: list = [op.to_dict() for op in ops[:10]] + ops[10:]
+    b = Board("r")
+    assert b.replay(records) == (max(op.clock for op in ops), [])
+    assert_same_board(b, board_of(ops))
+
+
+def test_ops_from_json_makes_what_from_journal_makes() -> None:
+    import json
+
+    from bbd.state import ops_from_json
+
+    ops = workload(8)
+    array = json.dumps([{**op.to_dict(), "extra": [1]} for op in ops]).encode()
+    got = ops_from_json(array)
+    assert got == [Op.from_journal(op.to_dict()) for op in ops] == ops
+    assert all(type(op) is Op for op in got)
+    again = ops_from_json(array)
+    assert again[0].origin is got[0].origin and again[0].f1 is got[0].f1  # interned
+    assert ops_from_json(json.dumps([{**GOOD, "timestamp": 2}]).encode())[0].timestamp == 2.0
+    assert ops_from_json(b"[]") == []
+
+
+@pytest.mark.parametrize("record", [
+    None, [], "op", 7, {}, {**GOOD, "kind": "delete"}, {**GOOD, "kind": ["publish"]},
+    {**GOOD, "fields": None}, {**GOOD, "fields": ["ana", "g", "m"]},
+    {**GOOD, "fields": {"user": "ana", "channel": "g"}},
+    {**GOOD, "fields": {"user": "ana", "channel": "g", "message": "m", "x": "y"}},
+    {**GOOD, "fields": {"user": 5, "channel": "g", "message": "m"}},
+    {**GOOD, "fields": {"user": "ana", "channel": None, "message": "m"}},
+    {**GOOD, "fields": {"user": "ana", "channel": "g", "message": ""}},
+    {**GOOD, "fields": {"user": "ana", "chan": "g", "message": "m"}},
+    {**GOOD, "kind": "login"}, {**GOOD, "kind": "login", "fields": {"user": ""}},
+    {**GOOD, "origin": 1}, {**GOOD, "origin": ""}, {**GOOD, "origin": None},
+    {**GOOD, "seq": "3"}, {**GOOD, "seq": 0}, {**GOOD, "seq": 3.0}, {**GOOD, "seq": True},
+    {**GOOD, "seq": 2**64}, {**GOOD, "clock": -1}, {**GOOD, "clock": "7"},
+    {**GOOD, "clock": 2**53}, {**GOOD, "timestamp": "noon"}, {**GOOD, "timestamp": None},
+    {**GOOD, "timestamp": True}, {**GOOD, "timestamp": float("nan")},
+    {**GOOD, "rid": 5}, {**GOOD, "rid": ""}, {"kind": "login", "fields": {"user": "a"}},
+], ids=lambda r: repr(r)[:70])
+def test_ops_from_json_refuses_what_from_journal_refuses(record: object) -> None:
+    """One record from_journal would refuse sends the whole array the slow way."""
+    import json
+
+    from bbd.state import ops_from_json
+
+    with pytest.raises(ValueError, match="not an operation"):
+        Op.from_journal(record)
+    assert ops_from_json(json.dumps([GOOD, record, GOOD]).encode()) is None
