@@ -22,8 +22,8 @@ from bisect import bisect_left
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import repeat
-from operator import is_not, itemgetter
+from itertools import compress, repeat
+from operator import eq, is_not, itemgetter
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
@@ -100,12 +100,15 @@ class Op(_OpTuple):
                 f"{self.timestamp!r}, {self.fields!r}, {self.rid!r})")
 
     def to_dict(self) -> dict[str, Any]:
+        clock, origin, seq, kind, timestamp, rid, f1, f2, f3 = self
+        names = _REQUIRED[kind]
         d: dict[str, Any] = {
-            "origin": self[1], "seq": self[2], "clock": self[0],
-            "kind": self[3], "timestamp": self[4], "fields": self.fields,
+            "origin": origin, "seq": seq, "clock": clock, "kind": kind, "timestamp": timestamp,
+            "fields": {names[0]: f1} if f2 is None
+            else {names[0]: f1, names[1]: f2, names[2]: f3},
         }
-        if self[5] is not None:
-            d["rid"] = self[5]
+        if rid is not None:
+            d["rid"] = rid
         return d
 
     @classmethod
@@ -127,7 +130,7 @@ class Op(_OpTuple):
         if problem:
             raise ValueError(f"malformed operation: {problem}")
         required = _REQUIRED.get(kind)
-        if required is None or set(fields) != set(required):
+        if required is None or fields.keys() != _REQUIRED_SETS[kind]:
             raise ValueError(f"malformed operation {origin}:{seq}: kind {_short(kind)} with "
                              f"fields {sorted(map(_short, fields))}")
         # Checked like a client's request: a peer (or a forger) gets no further than one.
@@ -136,7 +139,13 @@ class Op(_OpTuple):
                        else _name_problem(value, name))
             if problem:
                 raise ValueError(f"malformed operation {origin}:{seq}: {problem}")
-        return cls(origin, seq, clock, kind, float(timestamp), fields, rid)
+        # What ``__new__`` makes of it, built here (most of a page's cost, at a catch-up).
+        if len(required) == 3:  # publish and message: two names, then the text
+            f1, f2, f3 = fields[required[0]], _intern(fields[required[1]]), fields[required[2]]
+        else:
+            f1, f2, f3 = fields[required[0]], None, None
+        return tuple.__new__(cls, (clock, _intern(origin), seq, _KIND[kind], float(timestamp),
+                                   rid, _intern(f1), f2, f3))
 
     @classmethod
     def from_journal(cls, d: Any) -> Op:
@@ -177,6 +186,7 @@ class Op(_OpTuple):
 
 
 _KIND = {kind: _intern(kind) for kind in _REQUIRED}
+_REQUIRED_SETS = {kind: frozenset(names) for kind, names in _REQUIRED.items()}
 
 
 def _record_of_row(row: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
@@ -548,6 +558,18 @@ class Board:
             self._show(op)
         return True
 
+    def apply_many(self, ops: list[Op]) -> int:
+        """``apply`` each operation (in bulk into an empty board: ``load``); how many were
+        new."""
+        before = self.applied
+        if not before:
+            self.load(ops)
+        else:
+            apply = self.apply
+            for op in ops:
+                apply(op)
+        return self.applied - before
+
     def replay(self, records: Iterable[Any]) -> tuple[int, list[str]]:
         """Apply journal records (see ``Op.from_journal``; an ``Op`` is taken as it is):
         the highest Lamport clock among them, and why each refused record was refused."""
@@ -566,12 +588,9 @@ class Board:
                 self.apply(op)
 
     def _load_bulk(self, ops: list[Op]) -> bool:
-        by_origin: dict[str, list[Op]] = {}
-        for op in ops:
-            dense = by_origin.get(op[1])
-            if dense is None:
-                dense = by_origin[op[1]] = []
-            dense.append(op)
+        # Each step is a sort or a C-level pass over a column (itemgetter, compress):
+        # a Python loop per operation costs about a second a million.
+        by_origin = _split(ops, 1)
         seq = itemgetter(2)
         for dense in by_origin.values():
             if list(map(seq, dense)) != list(range(1, len(dense) + 1)):
@@ -579,42 +598,45 @@ class Board:
                 if list(map(seq, dense)) != list(range(1, len(dense) + 1)):
                     return False
         everything = sorted(ops)  # the total order; the journal's is close to it
+        by_kind = _split(everything, 3)
         # Uniqueness: the least operation holding a key wins. Built from the greatest to
         # the least, each key's last assignment is its winner.
-        rid_ops = [op for op in everything if op[5] is not None]
+        rid_ops = list(compress(everything, map(is_not, map(itemgetter(5), everything),
+                                                repeat(None))))
         rids = dict(zip(map(itemgetter(5), reversed(rid_ops)), reversed(rid_ops), strict=True))
-        channel_ops = [op for op in everything if op[3] == "channel"]
+        channel_ops = by_kind.get("channel", [])
         channels = dict(zip(map(itemgetter(6), reversed(channel_ops)), reversed(channel_ops),
                             strict=True))
         if len(rids) < len(rid_ops) or len(channels) < len(channel_ops):
-            everything = [op for op in everything
-                          if (op[5] is None or rids[op[5]] is op)
-                          and (op[3] != "channel" or channels[op[6]] is op)]
+            by_kind = {kind: [op for op in kind_ops
+                              if (op[5] is None or rids[op[5]] is op)
+                              and (op[3] != "channel" or channels[op[6]] is op)]
+                       for kind, kind_ops in by_kind.items()}
         self.rid_winners, self.channel_winners = rids, channels
         self._dense = by_origin
         self.vector = {origin: len(dense) for origin, dense in by_origin.items()}
         self.next_seq = max(self.next_seq, self.vector.get(self.name, 0) + 1)
         self.applied = len(ops)
-        by_view: dict[str, list[Op]] = {kind.view: [] for kind in KINDS.values()}
-        view_of = {name: by_view[kind.view] for name, kind in KINDS.items()}
-        for op in everything:  # each visible operation, in order, to its kind's view
-            view_of[op[3]].append(op)
-        self._load_views(by_view)
+        self._load_views({kind.view: by_kind.get(name, []) for name, kind in KINDS.items()})
         return True
 
     def _load_views(self, by_view: dict[str, list[Op]]) -> None:
         """Fill the (empty) views with their visible operations, each list in order."""
-        posts = by_view["posts"]
+        posts, messages = by_view["posts"], by_view["messages"]
         self.posts = _Sorted(posts)
         self.channels = _Sorted(by_view["channels"])
-        self.messages = _Sorted(by_view["messages"])
-        self.channel_posts = {name: _Sorted(items) for name, items in
-                              _grouped(posts, lambda op: (op[7],)).items()}
-        self.user_messages = {name: _Sorted(items) for name, items in
-                              _grouped(by_view["messages"],
-                                       lambda op: {op[6], op[7]}).items()}
-        self.user_logins = {name: _Sorted(items) for name, items in
-                            _grouped(by_view["users_order"], lambda op: (op[6],)).items()}
+        self.messages = _Sorted(messages)
+        self.channel_posts = {name: _Sorted(items) for name, items in _split(posts, 7).items()}
+        to_users: dict[str, list[Op]] = {}
+        for op in messages:
+            for user in {op[6], op[7]}:
+                listed = to_users.get(user)
+                if listed is None:
+                    listed = to_users[user] = []
+                listed.append(op)
+        self.user_messages = {name: _Sorted(items) for name, items in to_users.items()}
+        self.user_logins = {name: _Sorted(items)
+                            for name, items in _split(by_view["users_order"], 6).items()}
         self.users_order = _Sorted(sorted(logins.items[0]
                                           for logins in self.user_logins.values()))
 
@@ -850,16 +872,21 @@ def ops_of_records(records: Iterable[Any]) -> tuple[list[Op], list[str]]:
     return ops, refused
 
 
-def _grouped(ops: list[Op], keys: Any) -> dict[str, list[Op]]:
-    """``ops`` per key (``keys(op)``: the keys an operation is listed under), in order."""
-    out: dict[str, list[Op]] = {}
-    for op in ops:
-        for key in keys(op):
-            group = out.get(key)
-            if group is None:
-                group = out[key] = []
-            group.append(op)
+def _split(ops: list[Op], index: int) -> dict[str, list[Op]]:
+    """``ops`` by the value of item ``index``, each list in the order of ``ops``: a C-level
+    pass per value when there are few (origins, kinds, most boards' channels), else one
+    Python loop."""
+    keys = list(map(itemgetter(index), ops))
+    distinct = sorted(set(keys))
+    if len(distinct) <= _FEW:
+        return {key: list(compress(ops, map(eq, keys, repeat(key)))) for key in distinct}
+    out: dict[str, list[Op]] = {key: [] for key in distinct}
+    for key, op in zip(keys, ops, strict=True):
+        out[key].append(op)
     return out
+
+
+_FEW = 16
 
 
 def _order(op: Op) -> OrderKey:

@@ -224,9 +224,9 @@ class BoardServer(service.Service):
         after (``gc.freeze``): it would otherwise scan the millions of new objects again
         and again (a million operations: 4 s to build with it, 2 s without), and every
         full collection later would go through them once more."""
-        import gc
         import time
 
+        from bbd import gcpause
         from bbd.state import ops_from_json, ops_of_records
 
         began = time.monotonic()
@@ -241,9 +241,7 @@ class BoardServer(service.Service):
             invalid += len(why)
             refused.extend(why[:5 - len(refused)])
 
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gcpause.held(freeze=True):
             loaded = self.journal.load(take, decode=ops_from_json)
             read = time.monotonic()
             self.board.load(ops)
@@ -257,10 +255,6 @@ class BoardServer(service.Service):
             if upgrade:
                 self.journal.rewrite(ops)
             del ops[:]
-        finally:
-            gc.freeze()
-            if was_enabled:
-                gc.enable()
         if upgrade:
             log.info("journal: {n} records rewritten as rows in {s:.2f} s ({maps} were maps)",
                      n=self.board.applied, maps=loaded.maps, s=time.monotonic() - applied)
