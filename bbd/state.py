@@ -23,13 +23,13 @@ from collections import namedtuple
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import eq, is_not, itemgetter
+from operator import attrgetter, eq, is_not, itemgetter
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
 from bbd.opkinds import KINDS, NAME_FIELDS
-from bbd.protocol import MAX_CLOCK, MAX_ID, is_count, name_problem, quote, text_problem
+from bbd.protocol import MAX_CLOCK, MAX_ID, MAX_MESSAGE, is_count, name_problem, quote, text_problem
 
 OrderKey = tuple[int, str, int]
 
@@ -187,6 +187,63 @@ class Op(_OpTuple):
 
 _KIND = {kind: _intern(kind) for kind in _REQUIRED}
 _REQUIRED_SETS = {kind: frozenset(names) for kind, names in _REQUIRED.items()}
+
+
+class _Wire(msgspec.Struct):
+    """An operation as a peer sends it (``to_dict``), typed as ``from_dict`` checks it."""
+
+    origin: str
+    seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_CLOCK)]
+    clock: Annotated[int, msgspec.Meta(ge=0, le=MAX_CLOCK)]
+    kind: str
+    timestamp: float  # an int is taken (as from_dict takes it), a bool is not
+    fields: dict[str, str]
+    rid: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)] | None = None
+
+
+def ops_from_dicts(raw: list[Any]) -> list[Op]:
+    """``[Op.from_dict(d) for d in raw]``: the same operations, or the same ValueError,
+    for a pull page. A page of one kind (most of a catch-up's) is checked with C-level
+    passes: the types and ranges by msgspec, each distinct name once, the texts by
+    ``str.strip`` and ``len`` over the column; anything else, and any page where one
+    check fails, goes through ``from_dict`` one by one (which says why)."""
+    fast = _ops_from_dicts(raw)
+    return fast if fast is not None else [Op.from_dict(d) for d in raw]
+
+
+def _ops_from_dicts(raw: list[Any]) -> list[Op] | None:
+    try:
+        wire = msgspec.convert(raw, list[_Wire])
+    except msgspec.ValidationError:
+        return None
+    if not wire:
+        return []
+    kinds = set(map(attrgetter("kind"), wire))
+    kind = kinds.pop() if len(kinds) == 1 else None
+    names = _REQUIRED.get(kind) if kind is not None else None
+    if names is None:
+        return None
+    fields = list(map(attrgetter("fields"), wire))
+    if set(map(frozenset, fields)) != {_REQUIRED_SETS[kind]}:
+        return None
+    origins = list(map(attrgetter("origin"), wire))
+    timestamps = list(map(attrgetter("timestamp"), wire))
+    if len(names) == 3:  # two names, then the text
+        f1, f2, f3 = zip(*map(itemgetter(*names), fields), strict=True)
+        if not all(map(str.strip, f3)) or max(map(len, f3)) > MAX_MESSAGE:
+            return None
+        given = {*origins, *f1, *f2}
+    else:
+        f1 = list(map(itemgetter(names[0]), fields))
+        f2 = f3 = repeat(None)  # type: ignore[assignment]
+        given = {*origins, *f1}
+    if any(_name_problem(name, "name") for name in given) \
+            or not all(map(math.isfinite, timestamps)):
+        return None
+    return list(map(tuple.__new__, repeat(Op), zip(
+        map(attrgetter("clock"), wire), _interned(origins), map(attrgetter("seq"), wire),
+        repeat(_KIND[kind]), timestamps, map(attrgetter("rid"), wire), _interned(f1),
+        _interned(f2) if len(names) == 3 else f2, f3)))
 
 
 def _record_of_row(row: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
@@ -378,6 +435,15 @@ class _Sorted:
         else:
             self._late.append(op)
 
+    def extend(self, ops: list[Op]) -> None:
+        """``add`` each of ``ops``, which are in order."""
+        items = self._items
+        if not self._late and ops and (not items or items[-1] < ops[0]):
+            self._changed(len(items))
+            items.extend(ops)
+        else:
+            self._late.extend(ops)
+
     def remove(self, op: Op) -> None:
         items = self.items
         i = bisect_left(items, op)
@@ -564,11 +630,51 @@ class Board:
         before = self.applied
         if not before:
             self.load(ops)
-        else:
+        elif not self._apply_page(ops):
             apply = self.apply
             for op in ops:
                 apply(op)
         return self.applied - before
+
+    def _apply_page(self, ops: list[Op]) -> bool:
+        """Apply a catch-up's usual page, in C-level passes: posts and private messages
+        that follow what is held of each origin, with request ids never seen (so each is
+        new and visible). False, and nothing done, for any other page."""
+        if not ops or not {"publish", "message"}.issuperset(map(itemgetter(3), ops)):
+            return False
+        by_origin = _split(ops, 1)
+        seq = itemgetter(2)
+        for origin, group in by_origin.items():
+            first = len(self._dense.get(origin, ())) + 1
+            if origin in self._beyond \
+                    or list(map(seq, group)) != list(range(first, first + len(group))):
+                return False
+        rid_ops = list(compress(ops, map(is_not, map(itemgetter(5), ops), repeat(None))))
+        rids = list(map(itemgetter(5), rid_ops))
+        if len(set(rids)) != len(rids) or not self.rid_winners.keys().isdisjoint(rids):
+            return False
+        for origin, group in by_origin.items():
+            dense = self._dense.get(origin)
+            if dense is None:
+                dense = self._dense[origin] = []
+            dense.extend(group)
+            self.vector[origin] = len(dense)
+            if origin == self.name:
+                self.next_seq = max(self.next_seq, len(dense) + 1)
+        self.rid_winners.update(zip(rids, rid_ops, strict=True))
+        self.applied += len(ops)
+        for kind, group in _split(ops, 3).items():
+            group.sort()
+            if kind == "publish":
+                self.posts.extend(group)
+                for channel, posts in _split(group, 7).items():
+                    self.channel_posts.setdefault(channel, _Sorted()).extend(posts)
+            else:
+                self.messages.extend(group)
+                for op in group:
+                    for user in {op[6], op[7]}:
+                        self.user_messages.setdefault(user, _Sorted()).add(op)
+        return True
 
     def replay(self, records: Iterable[Any]) -> tuple[int, list[str]]:
         """Apply journal records (see ``Op.from_journal``; an ``Op`` is taken as it is):

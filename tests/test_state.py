@@ -856,3 +856,104 @@ def test_ops_from_json_refuses_what_from_journal_refuses(record: object) -> None
     with pytest.raises(ValueError, match="not an operation"):
         Op.from_journal(record)
     assert ops_from_json(json.dumps([GOOD, record, GOOD]).encode()) is None
+
+
+# -- a pull page checked in bulk -----------------------------------------------------------
+
+_BAD_ON_THE_WIRE = [
+    {"origin": None}, {"seq": None}, {"clock": None}, {"kind": None}, {"timestamp": None},
+    {"fields": None}, {"seq": "three"}, {"clock": "x"}, {"timestamp": "noon"},
+    {"fields": "user=ana"}, {"fields": [1, 2]}, {"kind": "delete"},
+    {"fields": {"user": "ana", "channel": "g"}}, {"kind": "message"},
+    {"kind": "login", "fields": {"channel": "g"}}, {"kind": "channel", "fields": {"user": "a"}},
+    {"fields": {"user": None, "channel": "g", "message": "m"}},
+    {"fields": {"user": ["ana"], "channel": "g", "message": "m"}},
+    {"seq": 0}, {"seq": -1}, {"seq": 2.7}, {"seq": 3.0}, {"seq": True}, {"clock": False},
+    {"clock": 2**53}, {"clock": 2**64 - 200}, {"clock": -1}, {"seq": 2**63},
+    {"timestamp": float("nan")}, {"timestamp": float("inf")}, {"timestamp": True},
+    {"origin": ""}, {"origin": "x" * 65}, {"origin": "evil\u202euser"}, {"origin": 5},
+    {"fields": {"user": "servers", "channel": "g", "message": "m"}},
+    {"fields": {"user": "evil\u202euser\x00", "channel": "g", "message": "m"}},
+    {"fields": {"user": "ana", "channel": "\u0301", "message": "m"}},
+    {"fields": {"user": "ana", "channel": "g", "message": "x" * 300_000}},
+    {"fields": {"user": "ana", "channel": "g", "message": "   "}},
+    {"fields": {"user": "ana", "channel": "g", "message": 7}},
+    {"fields": {"user": "ana", "channel": "g", "message": "m", "extra": "x" * 1000}},
+    {"fields": {"user": "ana", "channel": " g", "message": "m"}},
+    {"rid": "r" * 129}, {"rid": ""}, {"rid": 5},
+]
+
+
+def _without_nones(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@pytest.mark.parametrize("change", _BAD_ON_THE_WIRE, ids=lambda c: repr(c)[:60])
+def test_a_page_checked_in_bulk_refuses_what_from_dict_refuses(change: dict) -> None:
+    from bbd.state import ops_from_dicts
+
+    bad = _without_nones({**GOOD, **change})
+    with pytest.raises(ValueError) as one:
+        Op.from_dict(bad)
+    page = [GOOD, {**GOOD, "seq": 4}, bad, {**GOOD, "seq": 5}]
+    with pytest.raises(ValueError) as bulk:
+        ops_from_dicts(page)
+    assert str(bulk.value) == str(one.value)
+    with pytest.raises(ValueError):
+        ops_from_dicts(["not a map", GOOD])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_page_checked_in_bulk_makes_what_from_dict_makes(seed: int) -> None:
+    import msgpack
+
+    from bbd.state import _ops_from_dicts, ops_from_dicts
+
+    ops = workload(seed, per_origin=40)
+    for page in ([op for op in ops if op.kind == kind] for kind in
+                 ("publish", "message", "login", "channel")):
+        page += [post("s9", 1, 1, "ana", "geral", "ts an int").to_dict() | {"timestamp": 5}]
+        wire = msgpack.unpackb(msgpack.packb([op if isinstance(op, dict) else op.to_dict()
+                                              for op in page]))
+        got = ops_from_dicts(wire)
+        assert got == [Op.from_dict(d) for d in wire]
+        assert all(type(op) is Op and type(op.timestamp) is float for op in got)
+        assert all(a.f1 is b.f1 and a.origin is b.origin  # names interned alike
+                   for a, b in zip(got, [Op.from_dict(d) for d in wire], strict=True))
+    assert ops_from_dicts(msgpack.unpackb(msgpack.packb([op.to_dict() for op in ops]))) == ops
+    assert ops_from_dicts([]) == []
+    one_kind = [post("s1", s, s, "ana", "geral", f"m{s}").to_dict() for s in range(1, 9)]
+    assert _ops_from_dicts(one_kind) is not None  # the bulk way was taken
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pages_applied_at_once_build_the_board_applying_one_by_one_builds(seed: int) -> None:
+    """A catch-up's pages: in (origin, seq) order, of any kinds; pages of new posts and
+    messages take the bulk way, the others the one-by-one way, and the board is the same."""
+    rng = random.Random(seed)
+    ops = workload(seed, per_origin=40)
+    ops += [post(o, s, 100 + s, rng.choice(USERS), rng.choice(CHANNELS), f"late {o}{s}",
+                 rid=f"r{o}{s}") for o in ORIGINS for s in range(41, 90)]
+    ops += [dm(o, s, 60 + s, rng.choice(USERS), rng.choice(USERS), f"dm {o}{s}")
+            for o in ORIGINS for s in range(90, 120)]
+    ops.sort(key=lambda op: (op.origin, op.seq))
+    paged = Board("s1")
+    taken: list[bool] = []
+    real = paged._apply_page
+    paged._apply_page = lambda page: taken.append(real(page)) or taken[-1]  # type: ignore
+    at = 0
+    while at < len(ops):
+        page = ops[at:at + rng.randint(1, 40)]
+        at += len(page)
+        assert paged.apply_many(page) == len(page)
+    assert any(taken) and not all(taken)  # both ways taken
+    assert_same_board(paged, board_of(ops, "s1"))
+    assert paged.apply_many(ops[:5]) == 0
+    assert_same_board(paged, board_of(ops, "s1"))
+    # The bulk way was taken for the pages it is for:
+    fresh = Board("s1")
+    fresh.load(ops[:10])
+    page = [post("s1", s, 500 + s, "ana", "geral", f"p{s}", rid=f"new{s}")
+            for s in range(fresh.vector.get("s1", 0) + 1, fresh.vector.get("s1", 0) + 6)]
+    assert fresh._apply_page(page) and fresh.vector["s1"] == page[-1].seq
+    assert not fresh._apply_page(page)  # held already: not the bulk way's

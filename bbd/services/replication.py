@@ -24,7 +24,7 @@ from bbd.commit import GroupCommit
 from bbd.lamport import LamportClock
 from bbd.protocol import PeerUnavailable, ProtocolError, Request
 from bbd.services.waiters import Waiters
-from bbd.state import Board, Op
+from bbd.state import Board, Op, ops_from_dicts
 
 log = Logger()
 
@@ -424,7 +424,7 @@ class Replication:
                 if reply.get("more") and raw and isinstance(raw[-1], dict):
                     last = raw[-1]
                     pending = ask([last.get("origin"), last.get("seq")])
-                ops = [Op.from_dict(o) for o in raw]
+                ops = ops_from_dicts(raw)  # as Op.from_dict checks each
                 n, durable = self._take_page(ops, peer.name)
                 yield durable
                 taken += n
