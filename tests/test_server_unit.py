@@ -557,3 +557,42 @@ def test_a_catch_up_holds_the_collector_off_and_freezes_what_it_took(
     server.replication.catch_up("start")
     assert during == [False] and froze == [False] and gc.isenabled()
     assert server.board.applied == 50 and server.ready
+
+
+@pytest.mark.parametrize("spoilt", [False, True])
+def test_restore_upgrades_a_journal_of_maps_to_rows_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spoilt: bool) -> None:
+    from bbd.services import server as server_module
+    from bbd.store import JOURNAL, Journal
+
+    monkeypatch.setattr(server_module, "_UPGRADE_AT", 3)
+    ops = [_login("servidor-2", 1), *_posts("servidor-1", 6)]
+    journal = Journal(tmp_path)
+    journal.open()
+    journal.append([op.to_dict() for op in ops])  # the earlier form
+    if spoilt:
+        journal.append([{"not": "an operation"}])
+    journal.close()
+    before = (tmp_path / JOURNAL).read_bytes()
+    first, _, _ = make_server(tmp_path)
+    first._restore()
+    after = (tmp_path / JOURNAL).read_bytes()
+    if spoilt:  # something refused: left as it is, for a person to look at
+        assert after == before
+    else:
+        assert after.count(b"|[") == len(ops) and b" {" not in after
+        assert Journal(tmp_path).load().maps == 0
+    again, _, _ = make_server(tmp_path)
+    again._restore()
+    assert (tmp_path / JOURNAL).read_bytes() == after  # once
+    for board in (first.board, again.board):
+        assert board.snapshot() == _board_of(ops).snapshot() and board.next_seq == 7
+
+
+def _board_of(ops: list[Op]) -> Any:
+    from bbd.state import Board
+
+    board = Board("servidor-1")
+    for op in ops:
+        board.apply(op)
+    return board
