@@ -332,6 +332,13 @@ def _ops_of_rows(array: bytes) -> list[Op] | None:
         rows = _ROWS.decode(array)
     except msgspec.DecodeError:
         return None
+    return _ops_of_checked_rows(rows, wire=False)
+
+
+def _ops_of_checked_rows(rows: list[Any], wire: bool) -> list[Op] | None:
+    """The operations of rows whose types msgspec checked: None if a row's kind is
+    unknown or its fields do not fit it, or (``wire``: from a peer) if a name or a text
+    is one a client could not send or a timestamp is not finite."""
     if not rows:
         return []
     clock, origin, seq, kind, timestamp, rid, f1, f2, f3 = zip(*rows, strict=True)
@@ -344,9 +351,58 @@ def _ops_of_rows(array: bytes) -> list[Op] | None:
     if three != list(map(is_not, f2, repeat(None))) \
             or three != list(map(is_not, f3, repeat(None))):
         return None
+    if wire:
+        texts = [text for text in f3 if text is not None]
+        if not all(map(str.strip, texts)) or max(map(len, texts), default=0) > MAX_MESSAGE \
+                or any(_name_problem(name, "name") for name in {*origin, *f1, *f2} - {None}) \
+                or not all(map(math.isfinite, timestamp)):
+            return None
     return list(map(tuple.__new__, repeat(Op), zip(
         clock, _interned(origin), seq, kind, timestamp, rid, _interned(f1), _interned(f2),
         f3, strict=True)))
+
+
+class _WireRow(NamedTuple):
+    """An operation as a peer sends it in a row, typed as ``from_dict`` checks it."""
+
+    clock: Annotated[int, msgspec.Meta(ge=0, le=MAX_CLOCK)]
+    origin: str
+    seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_CLOCK)]
+    kind: str
+    timestamp: float
+    rid: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)] | None
+    f1: str
+    f2: str | None
+    f3: str | None
+
+
+def ops_from_rows(raw: list[Any]) -> list[Op]:
+    """The operations of a pull page of rows (``tuple(op)``), checked exactly as
+    ``Op.from_dict`` checks the same operation as a map: in C-level passes (msgspec for
+    the types and ranges, each distinct name once, the texts as a column), and for any
+    page where one check fails, each row as a map through ``from_dict`` (which says
+    why)."""
+    try:
+        fast = _ops_of_checked_rows(msgspec.convert(raw, list[_WireRow]), wire=True)
+    except msgspec.ValidationError:
+        fast = None
+    return fast if fast is not None else [Op.from_dict(_map_of_row(row)) for row in raw]
+
+
+def _map_of_row(row: Any) -> dict[str, Any]:
+    """A row from a peer as the map ``to_dict`` would make of it, for ``from_dict``."""
+    if not isinstance(row, list | tuple) or len(row) != 9:
+        raise ValueError("malformed operation: not a row of nine values")
+    clock, origin, seq, kind, timestamp, rid, f1, f2, f3 = row
+    names = _REQUIRED.get(kind) if isinstance(kind, str) else None
+    if names is not None and len(names) == 1 and (f2 is not None or f3 is not None):
+        raise ValueError(f"malformed operation: kind {_short(kind)} with three fields")
+    values = (f1, f2, f3) if names is None or len(names) == 3 else (f1,)
+    d = {"origin": origin, "seq": seq, "clock": clock, "kind": kind, "timestamp": timestamp,
+         "fields": dict(zip(names or ("f1", "f2", "f3"), values, strict=True))}
+    if rid is not None:
+        d["rid"] = rid
+    return d
 
 
 _THREE = {kind: len(names) == 3 for kind, names in _REQUIRED.items()}

@@ -596,3 +596,28 @@ def _board_of(ops: list[Op]) -> Any:
     for op in ops:
         board.apply(op)
     return board
+
+
+def test_a_puller_that_reads_rows_gets_rows_and_takes_them(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    server, _, _ = make_server(tmp_path)
+    server.board.load(_posts("servidor-1", 12_000))
+    reply = _pull_in(server, budget=600_000, form="rows")
+    rows = reply["rows"]
+    size = len(protocol.encode(rows))
+    assert "ops" not in reply and reply["more"] is True and 0.9 * 600_000 < size <= 600_000
+    assert rows == [server.board.get("servidor-1", s) for s in range(1, len(rows) + 1)]
+    # The puller's side: it asks for rows, and takes a page of them as it takes maps.
+    puller, _, _ = make_server(tmp_path / "puller")
+    puller.running = True
+    puller.replication._known_origins = lambda: {"servidor-1", "servidor-2"}
+    puller.committer.submit = lambda records: defer.succeed(None)
+    wire = msgpack.unpackb(msgpack.packb(rows))
+    asked: list[dict] = []
+    puller.ask = lambda client, service_, data: asked.append(data) or defer.succeed(
+        {"rows": wire, "more": False})
+    done = puller.replication.pull_from(
+        SimpleNamespace(name="servidor-2", repl_client=None, up=True))
+    assert done.result == len(rows) and asked[0]["form"] == "rows"
+    assert puller.board.vector == {"servidor-1": len(rows)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -957,3 +958,59 @@ def test_pages_applied_at_once_build_the_board_applying_one_by_one_builds(seed: 
             for s in range(fresh.vector.get("s1", 0) + 1, fresh.vector.get("s1", 0) + 6)]
     assert fresh._apply_page(page) and fresh.vector["s1"] == page[-1].seq
     assert not fresh._apply_page(page)  # held already: not the bulk way's
+
+
+# -- a pull page of rows -------------------------------------------------------------------
+
+GOOD_ROW = [7, "s1", 3, "publish", 1.5, None, "ana", "g", "m"]
+
+
+@pytest.mark.parametrize("change", [
+    {0: -1}, {0: 2**53}, {0: "7"}, {0: True}, {1: ""}, {1: None}, {1: "evil\u202euser"},
+    {1: "servers"}, {2: 0}, {2: 3.0}, {2: False}, {3: "delete"}, {3: None}, {3: "login"},
+    {4: float("nan")}, {4: float("-inf")}, {4: "noon"}, {4: True}, {5: ""}, {5: "r" * 129},
+    {5: 5}, {6: None}, {6: ""}, {6: " ana"}, {7: None}, {7: "\u0301"}, {8: None},
+    {8: "   "}, {8: "x" * 300_000}, {8: 7}, {"short": True}, {"long": True},
+], ids=lambda c: repr(c)[:40])
+def test_a_page_of_rows_refuses_what_from_dict_refuses(change: dict) -> None:
+    from bbd.state import _map_of_row, ops_from_rows
+
+    bad: Any = list(GOOD_ROW)
+    for at, value in change.items():
+        if at == "short":
+            bad = bad[:8]
+        elif at == "long":
+            bad = [*bad, "x"]
+        else:
+            bad[at] = value
+    with pytest.raises(ValueError) as one:
+        Op.from_dict(_map_of_row(bad))
+    with pytest.raises(ValueError) as bulk:
+        ops_from_rows([GOOD_ROW, bad, [8, "s1", 4, "login", 2.0, "r", "bia", None, None]])
+    assert str(bulk.value) == str(one.value)
+
+
+def test_a_login_row_with_more_fields_is_refused() -> None:
+    from bbd.state import ops_from_rows
+
+    with pytest.raises(ValueError, match="malformed"):
+        ops_from_rows([[8, "s1", 4, "login", 2.0, None, "bia", "x", None]])
+    with pytest.raises(ValueError, match="malformed"):
+        ops_from_rows(["not a row"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_page_of_rows_makes_what_from_dict_makes(seed: int) -> None:
+    import msgpack
+
+    from bbd.state import _map_of_row, ops_from_rows
+
+    ops = workload(seed, per_origin=40)
+    wire = msgpack.unpackb(msgpack.packb(ops))  # a namedtuple goes as an array
+    assert wire[0] == list(ops[0])
+    got = ops_from_rows(wire)
+    assert got == ops == [Op.from_dict(_map_of_row(row)) for row in wire]
+    assert all(type(op) is Op for op in got) and got[0].origin is ops[0].origin
+    assert ops_from_rows([]) == []
+    as_int = [[*GOOD_ROW[:4], 2, *GOOD_ROW[5:]]]
+    assert ops_from_rows(as_int)[0].timestamp == 2.0 and type(ops_from_rows(as_int)[0][4]) is float

@@ -24,7 +24,7 @@ from bbd.commit import GroupCommit
 from bbd.lamport import LamportClock
 from bbd.protocol import PeerUnavailable, ProtocolError, Request
 from bbd.services.waiters import Waiters
-from bbd.state import Board, Op, ops_from_dicts
+from bbd.state import Board, Op, ops_from_dicts, ops_from_rows
 
 log = Logger()
 
@@ -398,6 +398,9 @@ class Replication:
         budget = min(asked, self._pull_budget()) if protocol.is_count(asked) \
             and asked >= 1024 else self._page_bytes()
         ops, more = self.host.board.missing_for(vector, MAX_PAGE, cursor)
+        if req.data.get("form") == "rows":  # a puller that reads rows: the tuples as they are
+            rows = _page(ops, budget, rows=True)
+            return {"rows": rows, "more": more or len(rows) < len(ops)}
         page = _page(ops, budget)
         return {"ops": page, "more": more or len(page) < len(ops)}
 
@@ -411,20 +414,24 @@ class Replication:
         def ask(after: list[Any] | None) -> defer.Deferred:
             return self.host.ask(peer.repl_client, "pull", {
                 "vector": dict(self.host.board.vector), "from": self._identity(), "after": after,
-                "budget": self._pull_budget()})
+                "budget": self._pull_budget(), "form": "rows"})
 
         pending: defer.Deferred | None = ask(None) if self.host.running else None
         try:
             while self.host.running and pending is not None:
                 reply = yield pending
                 pending = None
-                raw = reply.get("ops")
-                if not isinstance(raw, list):
+                # Rows (tuples) from a peer that sends them, else maps; either way checked
+                # as Op.from_dict checks each operation.
+                rows, raw = reply.get("rows"), reply.get("ops")
+                if not isinstance(rows if rows is not None else raw, list):
                     raise ProtocolError(f"{peer.name}: pull reply without an 'ops' list", "pull")
-                if reply.get("more") and raw and isinstance(raw[-1], dict):
-                    last = raw[-1]
+                last = (rows or raw or [None])[-1]
+                if reply.get("more") and isinstance(last, list | tuple) and len(last) > 2:
+                    pending = ask([last[1], last[2]])
+                elif reply.get("more") and isinstance(last, dict):
                     pending = ask([last.get("origin"), last.get("seq")])
-                ops = ops_from_dicts(raw)  # as Op.from_dict checks each
+                ops = ops_from_rows(rows) if rows is not None else ops_from_dicts(raw)
                 n, durable = self._take_page(ops, peer.name)
                 yield durable
                 taken += n
@@ -556,16 +563,17 @@ class Replication:
                          peer=peer.name)
 
 
-def _page(ops: list[Op], budget: int) -> list[dict[str, Any]]:
-    """The first of ``ops`` (at least one) as dicts, as many as take at most ``budget``
-    bytes encoded. Each operation is made a dict once, and only those sent: how many fit
-    is guessed from a sample's size, then checked by encoding the page (in C)."""
+def _page(ops: list[Op], budget: int, rows: bool = False) -> list[Any]:
+    """The first of ``ops`` (at least one), as many as take at most ``budget`` bytes
+    encoded: as rows (the tuples themselves, encoded in C), or as dicts, each made once
+    and only for those sent. How many fit is guessed from a sample's size, then checked
+    by encoding the page (in C)."""
     if not ops:
         return []
-    sample = [op.to_dict() for op in ops[:64]]
+    sample = ops[:64] if rows else [op.to_dict() for op in ops[:64]]
     each = len(protocol.encode(sample)) / len(sample)
     n = max(1, min(len(ops), int(budget / each)))
-    page = sample[:n] + [op.to_dict() for op in ops[len(sample):n]]
+    page = ops[:n] if rows else sample[:n] + [op.to_dict() for op in ops[len(sample):n]]
     while n > 1:
         size = len(protocol.encode(page))
         if size <= budget:
