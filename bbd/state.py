@@ -20,7 +20,7 @@ import math
 import sys
 from bisect import bisect_left
 from collections import namedtuple
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import attrgetter, eq, is_not, itemgetter
@@ -1101,16 +1101,20 @@ def entry(op: Op, rid: bool = False) -> dict[str, Any]:
     return d
 
 
-def ops_from_files(files: dict[str, Any]) -> Iterator[Op]:
+def ops_from_files(files: dict[str, Any],
+                   held: Callable[[str, int], Any] | None = None) -> Iterator[Op]:
     """Operations named by the entries of (possibly restored) data files. Entries that are
-    not maps, or lack a usable id, clock or fields, cannot be placed and are skipped."""
+    not maps, or lack a usable id, clock or fields, cannot be placed and are skipped; so
+    are those whose id ``held(origin, seq)`` says is held already (they would be ignored:
+    a start finds its own files of a million posts, and checking each entry as an
+    operation took seconds on the reactor)."""
     per_user = [kind for kind in KINDS.values() if kind.by_user]
     for kind in KINDS.values():
         if kind.by_user:
             continue
         for e in _list(files.get(kind.data_file)):
             if isinstance(e, dict):
-                op = _op_from_entry(kind.name, e, {k: e.get(k) for k in kind.fields})
+                op = _op_from_entry(kind.name, e, {k: e.get(k) for k in kind.fields}, held)
                 if op is not None:
                     yield op
     for kind in per_user:  # a user's entry: {"user", "login_ops": [{"id", ...}, ...]}
@@ -1119,7 +1123,7 @@ def ops_from_files(files: dict[str, Any]) -> Iterator[Op]:
                 continue
             for login in _list(e.get("login_ops")):
                 if isinstance(login, dict):
-                    op = _op_from_entry(kind.name, login, {"user": e.get("user")})
+                    op = _op_from_entry(kind.name, login, {"user": e.get("user")}, held)
                     if op is not None:
                         yield op
 
@@ -1128,9 +1132,12 @@ def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
-def _op_from_entry(kind: str, e: dict[str, Any], fields: dict[str, Any]) -> Op | None:
+def _op_from_entry(kind: str, e: dict[str, Any], fields: dict[str, Any],
+                   held: Callable[[str, int], Any] | None = None) -> Op | None:
     try:
         origin, seq = parse_op_id(str(e.get("id", "")))
+        if held is not None and held(origin, seq):
+            return None
         return Op.from_dict({"origin": origin, "seq": seq, "clock": e.get("clock"),
                              "kind": kind, "timestamp": e.get("timestamp"), "fields": fields,
                              "rid": e.get("rid")})

@@ -1014,3 +1014,12 @@ def test_a_page_of_rows_makes_what_from_dict_makes(seed: int) -> None:
     assert ops_from_rows([]) == []
     as_int = [[*GOOD_ROW[:4], 2, *GOOD_ROW[5:]]]
     assert ops_from_rows(as_int)[0].timestamp == 2.0 and type(ops_from_rows(as_int)[0][4]) is float
+
+
+def test_ops_from_files_skips_the_entries_held_already() -> None:
+    ops = workload(3)
+    board = board_of(ops[:20])
+    files = board_of(ops).snapshot()
+    fresh = list(ops_from_files(files, board.get))
+    assert fresh and all(board.get(op.origin, op.seq) is None for op in fresh)
+    assert sorted(fresh) == sorted(op for op in ops_from_files(files) if not board.holds(op))
