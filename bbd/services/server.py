@@ -236,6 +236,9 @@ class BoardServer(service.Service):
 
         def take(records: list[Any]) -> None:
             nonlocal invalid
+            if records and type(records[0]) is Op:  # a block ops_from_json decoded: all are
+                ops.extend(records)
+                return
             block, why = ops_of_records(records)
             ops.extend(block)
             invalid += len(why)
