@@ -474,3 +474,15 @@ def test_rewrite_replaces_the_journal_atomically(tmp_path: Path,
     with pytest.raises(AssertionError):
         j.rewrite(ROWS)  # never under an open journal
     j.close()
+
+
+def test_a_batch_of_rows_is_encoded_as_each_row_alone() -> None:
+    from bbd.store import encode_records
+
+    assert encode_records(ROWS) == b"".join(map(encode_record, ROWS))
+    mixed = [ROWS[0], RECORDS[0], ROWS[1]]
+    assert encode_records(mixed) == b"".join(map(encode_record, mixed))
+    odd = [(1, "\ud800")]  # not UTF-8: the standard library's encoder takes it
+    with pytest.raises(UnicodeEncodeError):
+        encode_records(odd)
+    assert encode_records([]) == b""
