@@ -17,6 +17,7 @@ docs/benchmarks.md (between markers), the figure to docs/scalebench.png.
 
     python -m bbd.scalebench [--history 0 100000] [--million] [--clients 1 16]
                              [--seconds 4] [--rounds 3] [--procs 4] [--no-write]
+                             [--recovery-only]
 """
 
 from __future__ import annotations
@@ -289,7 +290,12 @@ def recovery(setup: Setup, timeout: float = 300.0) -> dict[str, float]:
             cluster.wait_up([name], timeout=timeout)
         except AssertionError:
             return inf
-        return time.monotonic() - t0
+        took = time.monotonic() - t0
+        applied = (cluster.status(name, timeout=5) or {}).get("applied") or 0
+        if applied < setup.history:  # ready without the history: no figure
+            print(f"  {name} was ready holding only {applied:,} operations", flush=True)
+            return inf
+        return took
 
     out = {"restart_s": ready_after(wipe=False)}
     print(f"  SIGKILLed server with {setup.history:,} posts ready again after "
@@ -385,6 +391,34 @@ def write_docs(text: str) -> None:
     DOCS.write_text(doc)
 
 
+def recovery_only(history: list[int]) -> None:
+    """``--recovery-only``: per history size, a board of 3 servers started from that many
+    posts, then the restart and the new-server figures (printed, nothing written)."""
+    root = Path(tempfile.mkdtemp(prefix="bbd-scalebench-"))
+    rows = []
+    try:
+        for h in history:
+            print(f"starting 3 servers with {h:,} posts stored", flush=True)
+            setup = Setup("3 servers", root / f"s3-h{h}", 3, h)
+            try:
+                setup.start()
+                # As after the load rounds: every server idle, its files written.
+                cluster = setup.cluster
+                wait_for(lambda c=cluster: all((c.status(n) or {}).get("files_current")
+                                               for n in c.names()), 600,
+                         "the servers' data files to be written")
+                rows.append((h, recovery(setup)))
+            finally:
+                setup.stop()
+                shutil.rmtree(root / f"s3-h{h}", ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print("| 3 servers, history | SIGKILLed server ready again | new empty server holds it all |")
+    print("|---|---|---|")
+    for h, r in rows:
+        print(f"| {h:,} | {_seconds(r['restart_s'])} | {_seconds(r['catchup_s'])} |")
+
+
 # -- main ------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
@@ -398,8 +432,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--procs", type=int, default=4, help="load generator processes")
     p.add_argument("--no-write", action="store_true",
                    help="print only; leave docs/benchmarks.md and the figure alone")
+    p.add_argument("--recovery-only", action="store_true",
+                   help="only the recovery figures (3 servers per history size; no load, no "
+                        "echo, no files written)")
     args = p.parse_args(argv)
     history = sorted(set(args.history + ([1_000_000] if args.million else [])))
+    if args.recovery_only:
+        recovery_only([h for h in history if h])
+        return
     root = Path(tempfile.mkdtemp(prefix="bbd-scalebench-"))
     setups: list[Setup] = []
     try:

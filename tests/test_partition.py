@@ -82,9 +82,12 @@ def listed(cluster: NetCluster) -> list[str] | None:
 
 def channel_creations(cluster: NetCluster, server: str, channel: str) -> list[dict]:
     """Every creation of ``channel`` in ``server``'s journal, winners and losers."""
+    from bbd.state import Op
+    from bbd.store import Journal
+
     ops = []
-    for line in (cluster.data_dir(server) / "journal.log").read_text().splitlines():
-        op = json.loads(line.split(" ", 1)[1])
+    for record in Journal(cluster.data_dir(server)).load().records:  # maps and rows
+        op = Op.from_journal(record).to_dict()
         if op["kind"] == "channel" and op["fields"]["channel"] == channel:
             ops.append(op)
     return sorted(ops, key=lambda op: (op["clock"], op["origin"], op["seq"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -760,3 +761,265 @@ def test_late_operations_are_merged_in_order_with_the_right_low_water_mark() -> 
     assert s.items == ops and list(s) == ops and s.first() == ops[0]
     s.remove(ops[150])
     assert s.take_changed() == 150 and len(s) == 299
+
+
+# -- bulk loading (a start's journal) ----------------------------------------------------
+
+def assert_same_board(a: Board, b: Board) -> None:
+    """Two boards that hold the same operations and show them alike, view by view."""
+    assert a.snapshot() == b.snapshot()
+    assert (a.applied, a.vector, a.next_seq) == (b.applied, b.vector, b.next_seq)
+    assert dict(a.winners) == dict(b.winners) and sorted(a.ops) == sorted(b.ops)
+    assert a.user_list() == b.user_list() and a.channel_list() == b.channel_list()
+    for name in CHANNELS:
+        assert a.history("channel", name, 100, None) == b.history("channel", name, 100, None)
+    for name in USERS:
+        assert a.history("user", name, 100, None) == b.history("user", name, 100, None)
+    assert all(a.visible(op) == b.visible(b.ops[op_id]) for op_id, op in a.ops.items())
+    assert a.missing_for({}, 1000) == b.missing_for({}, 1000)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_bulk_load_builds_the_board_that_applying_one_by_one_builds(seed: int) -> None:
+    ops = workload(seed, per_origin=30)
+    random.Random(seed).shuffle(ops)  # a journal's order: neither seq nor total order
+    loaded = Board("s2")
+    loaded.load(ops)
+    assert loaded._dense and not loaded._beyond  # the bulk way was taken
+    assert_same_board(loaded, board_of(ops, "s2"))
+    assert loaded.next_seq == 31
+    extra = post("s1", 31, 999, "ana", "geral", "after the load")
+    assert loaded.apply(extra) and not loaded.apply(extra)  # it goes on like any board
+    assert_same_board(loaded, board_of([*ops, extra], "s2"))
+
+
+@pytest.mark.parametrize("cut", ["gap", "repeat", "not empty"])
+def test_a_bulk_load_that_cannot_be_bulk_applies_one_by_one(cut: str) -> None:
+    ops = workload(3)
+    if cut == "gap":
+        ops = [op for op in ops if op.id != "s2:5"]
+    elif cut == "repeat":
+        ops = [*ops, ops[7]]
+    loaded = Board("r")
+    if cut == "not empty":
+        loaded.apply(ops[0])
+    loaded.load(ops)
+    assert_same_board(loaded, board_of(ops))
+
+
+def test_replay_takes_operations_as_they_are_and_records_through_from_journal() -> None:
+    ops = workload(5)
+    records: list = [op.to_dict() for op in ops[:10]] + ops[10:]
+    b = Board("r")
+    assert b.replay(records) == (max(op.clock for op in ops), [])
+    assert_same_board(b, board_of(ops))
+
+
+def test_ops_from_json_makes_what_from_journal_makes() -> None:
+    import json
+
+    from bbd.state import ops_from_json
+
+    ops = workload(8)
+    array = json.dumps([{**op.to_dict(), "extra": [1]} for op in ops]).encode()
+    got = ops_from_json(array)
+    assert got == [Op.from_journal(op.to_dict()) for op in ops] == ops
+    assert all(type(op) is Op for op in got)
+    again = ops_from_json(array)
+    assert again[0].origin is got[0].origin and again[0].f1 is got[0].f1  # interned
+    assert ops_from_json(json.dumps([{**GOOD, "timestamp": 2}]).encode())[0].timestamp == 2.0
+    assert ops_from_json(b"[]") == []
+
+
+@pytest.mark.parametrize("record", [
+    None, [], "op", 7, {}, {**GOOD, "kind": "delete"}, {**GOOD, "kind": ["publish"]},
+    {**GOOD, "fields": None}, {**GOOD, "fields": ["ana", "g", "m"]},
+    {**GOOD, "fields": {"user": "ana", "channel": "g"}},
+    {**GOOD, "fields": {"user": "ana", "channel": "g", "message": "m", "x": "y"}},
+    {**GOOD, "fields": {"user": 5, "channel": "g", "message": "m"}},
+    {**GOOD, "fields": {"user": "ana", "channel": None, "message": "m"}},
+    {**GOOD, "fields": {"user": "ana", "channel": "g", "message": ""}},
+    {**GOOD, "fields": {"user": "ana", "chan": "g", "message": "m"}},
+    {**GOOD, "kind": "login"}, {**GOOD, "kind": "login", "fields": {"user": ""}},
+    {**GOOD, "origin": 1}, {**GOOD, "origin": ""}, {**GOOD, "origin": None},
+    {**GOOD, "seq": "3"}, {**GOOD, "seq": 0}, {**GOOD, "seq": 3.0}, {**GOOD, "seq": True},
+    {**GOOD, "seq": 2**64}, {**GOOD, "clock": -1}, {**GOOD, "clock": "7"},
+    {**GOOD, "clock": 2**53}, {**GOOD, "timestamp": "noon"}, {**GOOD, "timestamp": None},
+    {**GOOD, "timestamp": True}, {**GOOD, "timestamp": float("nan")},
+    {**GOOD, "rid": 5}, {**GOOD, "rid": ""}, {"kind": "login", "fields": {"user": "a"}},
+], ids=lambda r: repr(r)[:70])
+def test_ops_from_json_refuses_what_from_journal_refuses(record: object) -> None:
+    """One record from_journal would refuse sends the whole array the slow way."""
+    import json
+
+    from bbd.state import ops_from_json
+
+    with pytest.raises(ValueError, match="not an operation"):
+        Op.from_journal(record)
+    assert ops_from_json(json.dumps([GOOD, record, GOOD]).encode()) is None
+
+
+# -- a pull page checked in bulk -----------------------------------------------------------
+
+_BAD_ON_THE_WIRE = [
+    {"origin": None}, {"seq": None}, {"clock": None}, {"kind": None}, {"timestamp": None},
+    {"fields": None}, {"seq": "three"}, {"clock": "x"}, {"timestamp": "noon"},
+    {"fields": "user=ana"}, {"fields": [1, 2]}, {"kind": "delete"},
+    {"fields": {"user": "ana", "channel": "g"}}, {"kind": "message"},
+    {"kind": "login", "fields": {"channel": "g"}}, {"kind": "channel", "fields": {"user": "a"}},
+    {"fields": {"user": None, "channel": "g", "message": "m"}},
+    {"fields": {"user": ["ana"], "channel": "g", "message": "m"}},
+    {"seq": 0}, {"seq": -1}, {"seq": 2.7}, {"seq": 3.0}, {"seq": True}, {"clock": False},
+    {"clock": 2**53}, {"clock": 2**64 - 200}, {"clock": -1}, {"seq": 2**63},
+    {"timestamp": float("nan")}, {"timestamp": float("inf")}, {"timestamp": True},
+    {"origin": ""}, {"origin": "x" * 65}, {"origin": "evil\u202euser"}, {"origin": 5},
+    {"fields": {"user": "servers", "channel": "g", "message": "m"}},
+    {"fields": {"user": "evil\u202euser\x00", "channel": "g", "message": "m"}},
+    {"fields": {"user": "ana", "channel": "\u0301", "message": "m"}},
+    {"fields": {"user": "ana", "channel": "g", "message": "x" * 300_000}},
+    {"fields": {"user": "ana", "channel": "g", "message": "   "}},
+    {"fields": {"user": "ana", "channel": "g", "message": 7}},
+    {"fields": {"user": "ana", "channel": "g", "message": "m", "extra": "x" * 1000}},
+    {"fields": {"user": "ana", "channel": " g", "message": "m"}},
+    {"rid": "r" * 129}, {"rid": ""}, {"rid": 5},
+]
+
+
+def _without_nones(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@pytest.mark.parametrize("change", _BAD_ON_THE_WIRE, ids=lambda c: repr(c)[:60])
+def test_a_page_checked_in_bulk_refuses_what_from_dict_refuses(change: dict) -> None:
+    from bbd.state import ops_from_dicts
+
+    bad = _without_nones({**GOOD, **change})
+    with pytest.raises(ValueError) as one:
+        Op.from_dict(bad)
+    page = [GOOD, {**GOOD, "seq": 4}, bad, {**GOOD, "seq": 5}]
+    with pytest.raises(ValueError) as bulk:
+        ops_from_dicts(page)
+    assert str(bulk.value) == str(one.value)
+    with pytest.raises(ValueError):
+        ops_from_dicts(["not a map", GOOD])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_page_checked_in_bulk_makes_what_from_dict_makes(seed: int) -> None:
+    import msgpack
+
+    from bbd.state import _ops_from_dicts, ops_from_dicts
+
+    ops = workload(seed, per_origin=40)
+    for page in ([op for op in ops if op.kind == kind] for kind in
+                 ("publish", "message", "login", "channel")):
+        page += [post("s9", 1, 1, "ana", "geral", "ts an int").to_dict() | {"timestamp": 5}]
+        wire = msgpack.unpackb(msgpack.packb([op if isinstance(op, dict) else op.to_dict()
+                                              for op in page]))
+        got = ops_from_dicts(wire)
+        assert got == [Op.from_dict(d) for d in wire]
+        assert all(type(op) is Op and type(op.timestamp) is float for op in got)
+        assert all(a.f1 is b.f1 and a.origin is b.origin  # names interned alike
+                   for a, b in zip(got, [Op.from_dict(d) for d in wire], strict=True))
+    assert ops_from_dicts(msgpack.unpackb(msgpack.packb([op.to_dict() for op in ops]))) == ops
+    assert ops_from_dicts([]) == []
+    one_kind = [post("s1", s, s, "ana", "geral", f"m{s}").to_dict() for s in range(1, 9)]
+    assert _ops_from_dicts(one_kind) is not None  # the bulk way was taken
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pages_applied_at_once_build_the_board_applying_one_by_one_builds(seed: int) -> None:
+    """A catch-up's pages: in (origin, seq) order, of any kinds; pages of new posts and
+    messages take the bulk way, the others the one-by-one way, and the board is the same."""
+    rng = random.Random(seed)
+    ops = workload(seed, per_origin=40)
+    ops += [post(o, s, 100 + s, rng.choice(USERS), rng.choice(CHANNELS), f"late {o}{s}",
+                 rid=f"r{o}{s}") for o in ORIGINS for s in range(41, 90)]
+    ops += [dm(o, s, 60 + s, rng.choice(USERS), rng.choice(USERS), f"dm {o}{s}")
+            for o in ORIGINS for s in range(90, 120)]
+    ops.sort(key=lambda op: (op.origin, op.seq))
+    paged = Board("s1")
+    taken: list[bool] = []
+    real = paged._apply_page
+    paged._apply_page = lambda page: taken.append(real(page)) or taken[-1]  # type: ignore
+    at = 0
+    while at < len(ops):
+        page = ops[at:at + rng.randint(1, 40)]
+        at += len(page)
+        assert paged.apply_many(page) == len(page)
+    assert any(taken) and not all(taken)  # both ways taken
+    assert_same_board(paged, board_of(ops, "s1"))
+    assert paged.apply_many(ops[:5]) == 0
+    assert_same_board(paged, board_of(ops, "s1"))
+    # The bulk way was taken for the pages it is for:
+    fresh = Board("s1")
+    fresh.load(ops[:10])
+    page = [post("s1", s, 500 + s, "ana", "geral", f"p{s}", rid=f"new{s}")
+            for s in range(fresh.vector.get("s1", 0) + 1, fresh.vector.get("s1", 0) + 6)]
+    assert fresh._apply_page(page) and fresh.vector["s1"] == page[-1].seq
+    assert not fresh._apply_page(page)  # held already: not the bulk way's
+
+
+# -- a pull page of rows -------------------------------------------------------------------
+
+GOOD_ROW = [7, "s1", 3, "publish", 1.5, None, "ana", "g", "m"]
+
+
+@pytest.mark.parametrize("change", [
+    {0: -1}, {0: 2**53}, {0: "7"}, {0: True}, {1: ""}, {1: None}, {1: "evil\u202euser"},
+    {1: "servers"}, {2: 0}, {2: 3.0}, {2: False}, {3: "delete"}, {3: None}, {3: "login"},
+    {4: float("nan")}, {4: float("-inf")}, {4: "noon"}, {4: True}, {5: ""}, {5: "r" * 129},
+    {5: 5}, {6: None}, {6: ""}, {6: " ana"}, {7: None}, {7: "\u0301"}, {8: None},
+    {8: "   "}, {8: "x" * 300_000}, {8: 7}, {"short": True}, {"long": True},
+], ids=lambda c: repr(c)[:40])
+def test_a_page_of_rows_refuses_what_from_dict_refuses(change: dict) -> None:
+    from bbd.state import _map_of_row, ops_from_rows
+
+    bad: Any = list(GOOD_ROW)
+    for at, value in change.items():
+        if at == "short":
+            bad = bad[:8]
+        elif at == "long":
+            bad = [*bad, "x"]
+        else:
+            bad[at] = value
+    with pytest.raises(ValueError) as one:
+        Op.from_dict(_map_of_row(bad))
+    with pytest.raises(ValueError) as bulk:
+        ops_from_rows([GOOD_ROW, bad, [8, "s1", 4, "login", 2.0, "r", "bia", None, None]])
+    assert str(bulk.value) == str(one.value)
+
+
+def test_a_login_row_with_more_fields_is_refused() -> None:
+    from bbd.state import ops_from_rows
+
+    with pytest.raises(ValueError, match="malformed"):
+        ops_from_rows([[8, "s1", 4, "login", 2.0, None, "bia", "x", None]])
+    with pytest.raises(ValueError, match="malformed"):
+        ops_from_rows(["not a row"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_page_of_rows_makes_what_from_dict_makes(seed: int) -> None:
+    import msgpack
+
+    from bbd.state import _map_of_row, ops_from_rows
+
+    ops = workload(seed, per_origin=40)
+    wire = msgpack.unpackb(msgpack.packb(ops))  # a namedtuple goes as an array
+    assert wire[0] == list(ops[0])
+    got = ops_from_rows(wire)
+    assert got == ops == [Op.from_dict(_map_of_row(row)) for row in wire]
+    assert all(type(op) is Op for op in got) and got[0].origin is ops[0].origin
+    assert ops_from_rows([]) == []
+    as_int = [[*GOOD_ROW[:4], 2, *GOOD_ROW[5:]]]
+    assert ops_from_rows(as_int)[0].timestamp == 2.0 and type(ops_from_rows(as_int)[0][4]) is float
+
+
+def test_ops_from_files_skips_the_entries_held_already() -> None:
+    ops = workload(3)
+    board = board_of(ops[:20])
+    files = board_of(ops).snapshot()
+    fresh = list(ops_from_files(files, board.get))
+    assert fresh and all(board.get(op.origin, op.seq) is None for op in fresh)
+    assert sorted(fresh) == sorted(op for op in ops_from_files(files) if not board.holds(op))

@@ -381,3 +381,108 @@ def test_a_record_line_is_compact_json_with_its_crc() -> None:
     body = _json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     assert encode_record(record) == b"%08x %s\n" % (_zlib.crc32(body), body)
     assert decode_record(encode_record(record)) == record
+
+
+# -- rows: operations in the compact form -------------------------------------------------
+
+ROWS = [(i, "s1", i, "publish", 1.5, None, "ana", "geral", f"olá {i}\n\"x\"") for i in range(1, 6)]
+
+
+def test_a_row_line_is_a_compact_json_array_with_its_crc() -> None:
+    line = encode_record(ROWS[0])
+    body = json.dumps(list(ROWS[0]), ensure_ascii=False, separators=(",", ":")).encode()
+    assert line == b"%08x|%s\n" % (zlib.crc32(body), body)
+    assert decode_record(line) == list(ROWS[0])
+    # The head says which form the body holds: neither may pass for the other.
+    assert decode_record(line[:8] + b" " + line[9:]) is None
+    obj = encode_record({"a": 1})
+    assert decode_record(obj[:8] + b"|" + obj[9:]) is None
+
+
+@pytest.mark.usefixtures("block")
+def test_a_journal_of_maps_then_rows_loads_both_in_order(tmp_path: Path) -> None:
+    """A journal of the earlier form (maps) goes on in rows; both load, in order."""
+    j = write_journal(tmp_path, RECORDS)
+    j.open()
+    j.append(ROWS[:2])
+    j.append([RECORDS[0], ROWS[2]])
+    j.close()
+    loaded = Journal(tmp_path).load()
+    assert loaded.records == [*RECORDS, *map(list, ROWS[:2]), RECORDS[0], list(ROWS[2])]
+    assert loaded.maps == len(RECORDS) + 1 and loaded.torn == 0 and not loaded.damaged
+
+
+@pytest.mark.usefixtures("block")
+@pytest.mark.parametrize("answer", ["all", "none", "too few"])
+def test_a_decoder_takes_the_blocks_it_can_and_leaves_the_others_to_json(
+        tmp_path: Path, answer: str) -> None:
+    j = Journal(tmp_path)
+    j.open()
+    j.append(ROWS)
+    j.close()
+    seen: list[bytes] = []
+
+    def decode(array: bytes) -> list | None:
+        seen.append(array)
+        n = array.count(b'"ana"')
+        return {"all": ["decoded"] * n, "none": None, "too few": ["decoded"] * (n - 1)}[answer]
+
+    records: list = []
+    Journal(tmp_path).load(records.extend, decode=decode)
+    # Each block of whole lines is offered as one JSON array; an answer of one record a
+    # line is taken, any other means JSON.
+    assert records == (["decoded"] * 5 if answer == "all" else [list(r) for r in ROWS])
+    assert seen and all(a.startswith(b"[[") and a.endswith(b"]]") for a in seen)
+
+
+@pytest.mark.usefixtures("block")
+def test_damage_in_a_row_in_the_middle_keeps_every_good_record(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.open()
+    j.append(ROWS)
+    j.close()
+    path = tmp_path / store.JOURNAL
+    raw = path.read_bytes()
+    damaged, offset, length = _flip_in_line(raw, 2)
+    path.write_bytes(damaged)
+    loaded = Journal(tmp_path).load()
+    assert loaded.records == [list(r) for r in ROWS[:2] + ROWS[3:]]
+    assert loaded.damaged == [(offset, length)]
+    cut = Journal(tmp_path).load()  # moved aside: the journal holds only the good lines
+    assert cut.records == loaded.records and cut.damaged == []
+
+
+def test_rewrite_replaces_the_journal_atomically(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    j = write_journal(tmp_path, RECORDS)
+    before = (tmp_path / store.JOURNAL).read_bytes()
+    real_replace = os.replace
+
+    def crash(src, dst) -> None:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(store.os, "replace", crash)
+    with pytest.raises(OSError):
+        j.rewrite(ROWS)
+    assert (tmp_path / store.JOURNAL).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [store.JOURNAL]  # no temp file left
+    monkeypatch.setattr(store.os, "replace", real_replace)
+    j.rewrite(ROWS)
+    loaded = Journal(tmp_path).load()
+    assert loaded.records == [list(r) for r in ROWS] and loaded.maps == 0
+    j.open()
+    with pytest.raises(AssertionError):
+        j.rewrite(ROWS)  # never under an open journal
+    j.close()
+
+
+def test_a_batch_of_rows_is_encoded_as_each_row_alone() -> None:
+    from bbd.store import encode_records
+
+    assert encode_records(ROWS) == b"".join(map(encode_record, ROWS))
+    mixed = [ROWS[0], RECORDS[0], ROWS[1]]
+    assert encode_records(mixed) == b"".join(map(encode_record, mixed))
+    odd = [(1, "\ud800")]  # not UTF-8: the standard library's encoder takes it
+    with pytest.raises(UnicodeEncodeError):
+        encode_records(odd)
+    assert encode_records([]) == b""

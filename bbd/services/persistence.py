@@ -173,7 +173,7 @@ class DataFilesService(service.MultiService):
         changed = yield threads.deferToThread(self.files.changed_by_others)
         if not changed:
             return
-        n, durable = self.take(ops_from_files(changed))
+        n, durable = self.take(ops_from_files(changed, self.board.get))
         yield durable
         log.info("reload: {files} changed on disk; merged {n} new entries",
                  files=", ".join(sorted(changed)), n=n)
