@@ -379,7 +379,7 @@ def test_an_operation_arriving_twice_while_journaled_is_written_once(tmp_path: P
     ops = [_login("servidor-2", 1), _login("servidor-2", 2)]
     first = _replicate(server, ops)
     n, again = server.replication._take([ops[1], _login("servidor-2", 3)])
-    assert n == 1 and [r["seq"] for r in written[1]] == [3]  # only the new one written
+    assert n == 1 and [r.seq for r in written[1]] == [3]  # only the new one written
     commits[1].callback(None)
     assert not again.called  # op 2 is not durable yet
     commits[0].callback(None)

@@ -332,7 +332,7 @@ class Replication:
                 batch.fire()  # after the apply: its waiters check what is held
                 return result
 
-            waits.append(self.host.committer.submit([op.to_dict() for op in new.values()])
+            waits.append(self.host.committer.submit(list(new.values()))
                          .addBoth(landed))
 
         def failed(failure: Any) -> None:

@@ -422,7 +422,7 @@ class BoardServer(service.Service):
         self.unapplied[op.id] = (op, durable)
         try:
             try:
-                yield self.committer.submit([op.to_dict()])
+                yield self.committer.submit([op])  # journaled as a row
             except OSError as e:
                 self._storage_failed(op, e)
                 raise ProtocolError("storage unavailable on this server (" + e.strerror
