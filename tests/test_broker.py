@@ -105,16 +105,44 @@ def test_sigstop_for_ten_seconds_under_sixteen_clients_fails_nothing(make_cluste
     assert_each_applied_once(files, w.acked, w.failed)
 
 
+def in_flight(cluster: Cluster, name: str) -> int:
+    return {x["name"]: x["in_flight"] for x in cluster.broker_view()["workers"]}[name]
+
+
+def stranded_on_servidor_2(cluster: Cluster) -> None:
+    """SIGSTOP servidor-2 while the broker counts requests in flight there, and leave it
+    stopped once that count holds still (answers already on their way have landed) above
+    zero; a stop that caught it idle is undone and tried again."""
+    for _ in range(50):
+        wait_for(lambda: in_flight(cluster, "servidor-2") > 0, 10,
+                 "servidor-2 to hold a request", interval=0.001)
+        cluster.signal("servidor-2", signal.SIGSTOP)
+        seen = [in_flight(cluster, "servidor-2")]
+
+        def settled(seen: list[int] = seen) -> bool:
+            seen.append(in_flight(cluster, "servidor-2"))
+            return seen[-1] == seen[-2]
+
+        wait_for(settled, 5, "the broker's count for the stopped servidor-2", interval=0.02)
+        if seen[-1] > 0:
+            return
+        cluster.signal("servidor-2", signal.SIGCONT)
+    raise AssertionError("servidor-2 never held a request when stopped")
+
+
 def test_server_killed_mid_request_its_requests_answered_by_another(make_cluster) -> None:
     cluster = make_cluster()
     setup_board(cluster)
     with PlainWriters(cluster, 8) as w:
         w.wait_more(200, "before the kill")
-        # Kill at a moment servidor-2 holds requests, as the broker sees it.
-        wait_for(lambda: {x["name"]: x["in_flight"]
-                          for x in cluster.broker_view()["workers"]}["servidor-2"] > 0,
-                 10, "servidor-2 to hold a request", interval=0.001)
+        # Kill at a moment servidor-2 holds requests, as the broker sees it: stopped first,
+        # so that none it holds can still be answered between the look and the kill.
+        stranded_on_servidor_2(cluster)
         cluster.kill("servidor-2")
+        # What it held goes elsewhere once the broker hears it is gone (its heartbeats
+        # stop): 200 more writes can be answered before that.
+        wait_for(lambda: cluster.broker_view()["resent"] >= 1, 10,
+                 "the broker to re-send what servidor-2 held")
         w.wait_more(200, "after the kill")
         view = cluster.broker_view()
     assert not w.failed, f"{len(w.failed)} requests failed, e.g. {w.failed[:3]}"

@@ -84,10 +84,14 @@ def test_a_full_disk_refuses_writes_applies_none_and_heals_without_restart(
         filler = fill(store)
 
         ok, refused = [], []
+        # Posts of 5,000 characters: a journal's last page (4 KB) has room left after the
+        # filler, and short rows could all fit in it; each of these needs a new page.
+        pad = "." * 5000
         for i in range(30):  # the broker spreads them over the three servers
-            r = c.request("publish", {"user": "ana", "channel": "geral", "message": f"p{i}"})
+            r = c.request("publish", {"user": "ana", "channel": "geral",
+                                      "message": f"p{i}{pad}"})
             if r["status"] == "OK":
-                ok.append(f"p{i}")
+                ok.append(f"p{i}{pad}")
             else:
                 assert "storage unavailable" in r["message"], r
                 refused.append(f"p{i}")
