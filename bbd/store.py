@@ -16,57 +16,58 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 
 from bbd.datafiles import DATA_FILES, DataFiles, fsync_dir
 
 __all__ = ["DATA_FILES", "DataFiles", "Journal", "Loaded", "decode_record", "encode_record",
-           "encode_records",
-           "write_bytes_atomic", "write_json_atomic"]
+           "encode_records", "replacing", "write_bytes_atomic", "write_json_atomic"]
 
 JOURNAL = "journal.log"
 DAMAGED = "journal.damaged"  # damaged stretches of the journal, kept for a person to read
 _BLOCK = 4 << 20  # bytes read at a time when loading the journal
 
 
-def write_json_atomic(path: Path, obj: Any) -> tuple[int, int, int]:
-    """Readers see the old file or the new one, never a half-written one. Returns the new
-    file's signature, taken before the rename (which keeps it): a stat after the rename
-    could already see a file someone else put there meanwhile."""
+@contextmanager
+def replacing(path: Path, mode: str = "wb", **kw: Any) -> Iterator[IO[Any]]:
+    """Write a new ``path`` atomically: a hidden file beside it, written by the caller,
+    fsync'd, renamed over ``path``, and the directory fsync'd. Readers and a crash see
+    the old file or the new one, never a half-written one; a failure leaves the old one."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=1)
-            f.write("\n")
+        with tmp.open(mode, **kw) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-            st = os.fstat(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, obj: Any) -> tuple[int, int, int]:
+    """``obj`` as indented JSON, atomically. Returns the new file's signature, taken
+    before the rename (which keeps it): a stat after the rename could already see a file
+    someone else put there meanwhile."""
+    with replacing(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+        f.flush()
+        st = os.fstat(f.fileno())
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with replacing(path) as f:
+        f.write(data)
 
 
 # Made once: json.dumps with any non-default argument builds a new encoder per call, which
@@ -232,37 +233,19 @@ class Journal:
 
     def _rewrite_without(self, damaged: list[tuple[int, int]], end: int) -> None:
         """Rewrite the journal up to ``end`` without the damaged stretches, atomically."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            with self.path.open("rb") as src, tmp.open("wb") as dst:
-                at = 0
-                for start, length in [*damaged, (end, 0)]:
-                    _copy(src, dst, at, start - at)
-                    at = start + length
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(self.path.parent)
+        with self.path.open("rb") as src, replacing(self.path) as dst:
+            at = 0
+            for start, length in [*damaged, (end, 0)]:
+                _copy(src, dst, at, start - at)
+                at = start + length
 
     def rewrite(self, records: list[Any]) -> None:
         """Replace the (closed) journal by one holding ``records``, atomically: readers
         and a crash see the old journal or the new one. For an upgrade to the row form."""
         assert self._fd is None, "journal open"
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            with tmp.open("wb") as f:
-                for at in range(0, len(records), 10_000):
-                    f.write(encode_records(records[at:at + 10_000]))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(self.path.parent)
+        with replacing(self.path) as f:
+            for at in range(0, len(records), 10_000):
+                f.write(encode_records(records[at:at + 10_000]))
 
     def open(self) -> None:
         new = not self.path.exists()

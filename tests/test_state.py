@@ -681,7 +681,8 @@ def test_from_journal_rebuilds_what_from_dict_does() -> None:
     assert Op.from_journal({**GOOD, "timestamp": 2}).timestamp == 2.0
 
 
-@pytest.mark.parametrize("record", [
+# Records that are not operations: the journal's readers refuse each of them.
+NOT_OPERATIONS = [
     None, [], "op", 7, {}, {**GOOD, "kind": "delete"}, {**GOOD, "kind": ["publish"]},
     {**GOOD, "fields": None}, {**GOOD, "fields": ["ana", "g", "m"]},
     {**GOOD, "fields": {"user": "ana", "channel": "g"}},
@@ -696,7 +697,12 @@ def test_from_journal_rebuilds_what_from_dict_does() -> None:
     {**GOOD, "clock": 2**53}, {**GOOD, "timestamp": "noon"}, {**GOOD, "timestamp": None},
     {**GOOD, "timestamp": True}, {**GOOD, "timestamp": float("nan")},
     {**GOOD, "rid": 5}, {**GOOD, "rid": ""}, {"kind": "login", "fields": {"user": "a"}},
-], ids=lambda r: repr(r)[:70])
+    {**GOOD, "fields": {"user": "ana", "chan": "g", "message": "m"}},
+    {**GOOD, "kind": "login"}, {**GOOD, "kind": "login", "fields": {"user": ""}},
+]
+
+
+@pytest.mark.parametrize("record", NOT_OPERATIONS, ids=lambda r: repr(r)[:70])
 def test_from_journal_refuses_a_record_of_the_wrong_types(record: object) -> None:
     with pytest.raises(ValueError, match="not an operation"):
         Op.from_journal(record)
@@ -831,23 +837,7 @@ def test_ops_from_json_makes_what_from_journal_makes() -> None:
     assert ops_from_json(b"[]") == []
 
 
-@pytest.mark.parametrize("record", [
-    None, [], "op", 7, {}, {**GOOD, "kind": "delete"}, {**GOOD, "kind": ["publish"]},
-    {**GOOD, "fields": None}, {**GOOD, "fields": ["ana", "g", "m"]},
-    {**GOOD, "fields": {"user": "ana", "channel": "g"}},
-    {**GOOD, "fields": {"user": "ana", "channel": "g", "message": "m", "x": "y"}},
-    {**GOOD, "fields": {"user": 5, "channel": "g", "message": "m"}},
-    {**GOOD, "fields": {"user": "ana", "channel": None, "message": "m"}},
-    {**GOOD, "fields": {"user": "ana", "channel": "g", "message": ""}},
-    {**GOOD, "fields": {"user": "ana", "chan": "g", "message": "m"}},
-    {**GOOD, "kind": "login"}, {**GOOD, "kind": "login", "fields": {"user": ""}},
-    {**GOOD, "origin": 1}, {**GOOD, "origin": ""}, {**GOOD, "origin": None},
-    {**GOOD, "seq": "3"}, {**GOOD, "seq": 0}, {**GOOD, "seq": 3.0}, {**GOOD, "seq": True},
-    {**GOOD, "seq": 2**64}, {**GOOD, "clock": -1}, {**GOOD, "clock": "7"},
-    {**GOOD, "clock": 2**53}, {**GOOD, "timestamp": "noon"}, {**GOOD, "timestamp": None},
-    {**GOOD, "timestamp": True}, {**GOOD, "timestamp": float("nan")},
-    {**GOOD, "rid": 5}, {**GOOD, "rid": ""}, {"kind": "login", "fields": {"user": "a"}},
-], ids=lambda r: repr(r)[:70])
+@pytest.mark.parametrize("record", NOT_OPERATIONS, ids=lambda r: repr(r)[:70])
 def test_ops_from_json_refuses_what_from_journal_refuses(record: object) -> None:
     """One record from_journal would refuse sends the whole array the slow way."""
     import json
