@@ -425,6 +425,41 @@ def test_stop_sends_a_waiting_outbox_at_once_and_fires_its_writes(tmp_path: Path
     assert front.replies[-1][1]["data"]["status"] == "sucesso"
 
 
+
+def test_one_replicate_round_is_out_at_a_time_and_the_next_takes_all_that_waited(
+        tmp_path: Path) -> None:
+    """Writes made durable while a round is out leave together in the next one, once it
+    ends; each is answered after the round that carried it."""
+    from bbd.services.replication import Peer
+
+    server, clock, front = make_server(tmp_path)
+    server.catchup.finished()
+    server._resumed_from_pause = lambda: False
+    server.committer.submit = lambda records: defer.succeed(None)
+    server.replication.peers["servidor-2"] = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1")
+    rounds: list[tuple[list[str], defer.Deferred]] = []
+
+    def ask(client: Any, service: str, data: dict) -> defer.Deferred:
+        rounds.append(([o["fields"]["user"] for o in data["ops"]], defer.Deferred()))
+        return rounds[-1][1]
+
+    server.ask = ask
+    server.clients.on_request([b"a"], request("login", user="ana"))
+    clock.advance(0)
+    assert [users for users, _ in rounds] == [["ana"]]
+    for user in ("bia", "caio"):  # durable while the first round is out
+        server.clients.on_request([user.encode()], request("login", user=user))
+        clock.advance(0)
+    assert len(rounds) == 1 and front.replies == []
+    rounds[0][1].callback({"status": "OK", "competitors": []})
+    assert [env for env, _ in front.replies] == [[b"a"]]
+    clock.advance(0)
+    assert [users for users, _ in rounds] == [["ana"], ["bia", "caio"]]
+    rounds[1][1].callback({"status": "OK", "competitors": []})
+    assert [env for env, _ in front.replies] == [[b"a"], [b"bia"], [b"caio"]]
+    assert all(r["data"]["status"] == "sucesso" for _, r in front.replies)
+
+
 # -- pull pages: served as large as the puller takes, taken in bulk ------------------------
 
 def _pull_in(server: BoardServer, **data: Any) -> dict:
