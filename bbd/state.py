@@ -23,7 +23,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import attrgetter, is_not, itemgetter
+from operator import is_not, itemgetter
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
@@ -203,10 +203,10 @@ class _Wire(msgspec.Struct):
 
 def ops_from_dicts(raw: list[Any]) -> list[Op]:
     """``[Op.from_dict(d) for d in raw]``: the same operations, or the same ValueError,
-    for a pull page. A page of one kind (most of a catch-up's) is checked with C-level
-    passes: the types and ranges by msgspec, each distinct name once, the texts by
-    ``str.strip`` and ``len`` over the column; anything else, and any page where one
-    check fails, goes through ``from_dict`` one by one (which says why)."""
+    for a pull page of maps (a peer that does not send rows). The types and ranges are
+    checked by msgspec, then the page is checked as a page of rows (``ops_from_rows``'s
+    C-level passes); any page where one check fails goes through ``from_dict`` one by
+    one (which says why)."""
     fast = _ops_from_dicts(raw)
     return fast if fast is not None else [Op.from_dict(d) for d in raw]
 
@@ -216,34 +216,16 @@ def _ops_from_dicts(raw: list[Any]) -> list[Op] | None:
         wire = msgspec.convert(raw, list[_Wire])
     except msgspec.ValidationError:
         return None
-    if not wire:
-        return []
-    kinds = set(map(attrgetter("kind"), wire))
-    kind = kinds.pop() if len(kinds) == 1 else None
-    names = _REQUIRED.get(kind) if kind is not None else None
-    if names is None:
-        return None
-    fields = list(map(attrgetter("fields"), wire))
-    if set(map(frozenset, fields)) != {_REQUIRED_SETS[kind]}:
-        return None
-    origins = list(map(attrgetter("origin"), wire))
-    timestamps = list(map(attrgetter("timestamp"), wire))
-    if len(names) == 3:  # two names, then the text
-        f1, f2, f3 = zip(*map(itemgetter(*names), fields), strict=True)
-        if not all(map(str.strip, f3)) or max(map(len, f3)) > MAX_MESSAGE:
+    rows = []
+    for w in wire:
+        names = _REQUIRED.get(w.kind)
+        if names is None or w.fields.keys() != _REQUIRED_SETS[w.kind]:
             return None
-        given = {*origins, *f1, *f2}
-    else:
-        f1 = list(map(itemgetter(names[0]), fields))
-        f2 = f3 = repeat(None)  # type: ignore[assignment]
-        given = {*origins, *f1}
-    if any(_name_problem(name, "name") for name in given) \
-            or not all(map(math.isfinite, timestamps)):
-        return None
-    return list(map(tuple.__new__, repeat(Op), zip(
-        map(attrgetter("clock"), wire), _interned(origins), map(attrgetter("seq"), wire),
-        repeat(_KIND[kind]), timestamps, map(attrgetter("rid"), wire), _interned(f1),
-        _interned(f2) if len(names) == 3 else f2, f3)))
+        f = w.fields
+        f1, f2, f3 = (f[names[0]], f[names[1]], f[names[2]]) if len(names) == 3 \
+            else (f[names[0]], None, None)
+        rows.append((w.clock, w.origin, w.seq, w.kind, w.timestamp, w.rid, f1, f2, f3))
+    return _ops_of_checked_rows(rows, wire=True)
 
 
 def _record_of_row(row: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
@@ -1032,6 +1014,25 @@ def ops_of_records(records: Iterable[Any]) -> tuple[list[Op], list[str]]:
         except ValueError as e:
             refused.append(str(e))
     return ops, refused
+
+
+def read_journal(journal: Any) -> tuple[Any, list[Op], list[str]]:
+    """A journal's operations as a start reads them (``journal``: a ``store.Journal``):
+    each block of well-formed records decoded in C (``ops_from_json``), any other block
+    record by record (``Op.from_journal``). What ``load`` found (torn tail, damage, how
+    many maps), the operations, and why each refused record was refused."""
+    ops: list[Op] = []
+    refused: list[str] = []
+
+    def take(records: list[Any]) -> None:
+        if records and type(records[0]) is Op:  # a block ops_from_json decoded: all are
+            ops.extend(records)
+            return
+        block, why = ops_of_records(records)
+        ops.extend(block)
+        refused.extend(why)
+
+    return journal.load(take, decode=ops_from_json), ops, refused
 
 
 def _split(ops: list[Op], index: int) -> dict[str, list[Op]]:

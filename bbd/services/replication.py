@@ -307,43 +307,61 @@ class Replication:
         all), so that nothing is visible before it is durable. An operation already on its
         way to the journal from an earlier call is not written again: this call waits for
         that batch, and fails like it if it failed."""
-        new: dict[str, Op] = {}
-        elsewhere: dict[str, Op] = {}
+        fresh: list[Op] = []
         for op in ops:
             self.host.lamport.observe(op.clock)
-            if self.host.board.holds(op):
-                continue
-            (elsewhere if op.id in self.incoming else new)[op.id] = op
-        if not new and not elsewhere:
+            if not self.host.board.holds(op):
+                fresh.append(op)
+        return self._land(fresh, bulk=False)
+
+    def _land(self, ops: list[Op], bulk: bool) -> tuple[int, defer.Deferred]:
+        """Journal, then apply, operations not held here (one of each id): those already
+        on their way to the journal are waited for instead. How many were written, and a
+        Deferred that fires once all are durable and applied. ``bulk``: a pull page,
+        applied in one call with the collector held off."""
+        if not ops:
             return 0, defer.succeed(None)
-        waits = [self.incoming[i].wait() for i in elsewhere]
+        by_id = {op.id: op for op in ops}
+        if len(by_id) < len(ops):  # the same one twice: journaled once
+            ops = list(by_id.values())
+        host, incoming = self.host, self.incoming
+        if incoming.keys().isdisjoint(by_id):
+            new, elsewhere = ops, []
+        else:  # some already on their way to the journal
+            new = [op for op in ops if op.id not in incoming]
+            elsewhere = [op for op in ops if op.id in incoming]
+        waits = [incoming[op.id].wait() for op in elsewhere]
         if new:
             batch = Waiters()
-            self.incoming.update(dict.fromkeys(new, batch))
+            new_ids = [op.id for op in new]
+            incoming.update(dict.fromkeys(new_ids, batch))
 
             def landed(result: Any) -> Any:
-                for op_id in new:
-                    if self.incoming.get(op_id) is batch:
-                        del self.incoming[op_id]
+                for op_id in new_ids:
+                    if incoming.get(op_id) is batch:
+                        del incoming[op_id]
                 if not isinstance(result, Failure):
-                    self.host.storage_works()
-                    for op in new.values():
-                        self.host.board.apply(op)
+                    host.storage_works()
+                    if bulk:
+                        with gcpause.held():
+                            host.board.apply_many(new)
+                    else:
+                        for op in new:
+                            host.board.apply(op)
                 batch.fire()  # after the apply: its waiters check what is held
                 return result
 
-            waits.append(self.host.committer.submit(list(new.values()))
-                         .addBoth(landed))
+            waits.append(host.committer.submit(new).addBoth(landed))
 
         def failed(failure: Any) -> None:
             failure = failure.value.subFailure if failure.check(defer.FirstError) else failure
             failure.trap(OSError)
-            self.host.storage_broke(failure.value)
-            raise ProtocolError("storage unavailable on " + self.host.cfg.name, "replicate")
+            host.storage_broke(failure.value)
+            raise ProtocolError("storage unavailable on " + host.cfg.name, "replicate")
 
         def held(_: Any) -> None:
-            if not all(self.host.board.holds(op) for op in elsewhere.values()):
-                raise ProtocolError("storage unavailable on " + self.host.cfg.name, "replicate")
+            if not all(host.board.holds(op) for op in elsewhere):
+                raise ProtocolError("storage unavailable on " + host.cfg.name, "replicate")
 
         d = defer.gatherResults(waits, consumeErrors=True) if len(waits) > 1 else waits[0]
         return len(new), d.addCallbacks(held, failed)
@@ -480,48 +498,7 @@ class Replication:
                 log.warn("refused operation from {source}: {why}", source=source,
                          why=entitlement.foreign_problem(op, board, known))
         host.lamport.observe(top)
-        if not admitted:
-            return 0, defer.succeed(None)
-        ids = [op.id for op in admitted]
-        incoming = self.incoming
-        waits = []
-        new, new_ids = admitted, ids
-        if not incoming.keys().isdisjoint(ids):  # some already on their way to the journal
-            waits = [incoming[i].wait() for i in ids if i in incoming]
-            elsewhere = [op for op, i in zip(admitted, ids, strict=True) if i in incoming]
-            new = [op for op, i in zip(admitted, ids, strict=True) if i not in incoming]
-            new_ids = [i for i in ids if i not in incoming]
-        else:
-            elsewhere = []
-        if new:
-            batch = Waiters()
-            incoming.update(dict.fromkeys(new_ids, batch))
-
-            def landed(result: Any) -> Any:
-                for op_id in new_ids:
-                    if incoming.get(op_id) is batch:
-                        del incoming[op_id]
-                if not isinstance(result, Failure):
-                    host.storage_works()
-                    with gcpause.held():
-                        board.apply_many(new)
-                batch.fire()  # after the apply: its waiters check what is held
-                return result
-
-            waits.append(host.committer.submit(new).addBoth(landed))
-
-        def failed(failure: Any) -> None:
-            failure = failure.value.subFailure if failure.check(defer.FirstError) else failure
-            failure.trap(OSError)
-            host.storage_broke(failure.value)
-            raise ProtocolError("storage unavailable on " + host.cfg.name, "replicate")
-
-        def held_all(_: Any) -> None:
-            if not all(board.holds(op) for op in elsewhere):
-                raise ProtocolError("storage unavailable on " + host.cfg.name, "replicate")
-
-        d = defer.gatherResults(waits, consumeErrors=True) if len(waits) > 1 else waits[0]
-        return len(new), d.addCallbacks(held_all, failed)
+        return self._land(admitted, bulk=True)
 
     @defer.inlineCallbacks
     def _pull_or_mark_down(self, peer: Peer) -> Any:

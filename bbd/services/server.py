@@ -224,43 +224,27 @@ class BoardServer(service.Service):
         after (``gc.freeze``): it would otherwise scan the millions of new objects again
         and again (a million operations: 4 s to build with it, 2 s without), and every
         full collection later would go through them once more."""
-        import time
-
         from bbd import gcpause
-        from bbd.state import ops_from_json, ops_of_records
+        from bbd.state import read_journal
 
-        began = time.monotonic()
-        ops: list[Op] = []
-        invalid = 0
-        refused: list[str] = []  # the first few reasons, for the log
-
-        def take(records: list[Any]) -> None:
-            nonlocal invalid
-            if records and type(records[0]) is Op:  # a block ops_from_json decoded: all are
-                ops.extend(records)
-                return
-            block, why = ops_of_records(records)
-            ops.extend(block)
-            invalid += len(why)
-            refused.extend(why[:5 - len(refused)])
-
+        began = self.clock.seconds()
         with gcpause.held(freeze=True):
-            loaded = self.journal.load(take, decode=ops_from_json)
-            read = time.monotonic()
+            loaded, ops, refused = read_journal(self.journal)
+            read = self.clock.seconds()
             self.board.load(ops)
             self.lamport.observe(max((op[0] for op in ops), default=0))
-            applied = time.monotonic()
-            # Records of the earlier form (maps: today's, or written by a write path that
-            # journals dicts) are read at half the speed of rows: a journal holding many
-            # is upgraded in place, once, when nothing in it was refused or damaged.
-            upgrade = loaded.maps >= max(_UPGRADE_AT, len(ops) // 4) and not invalid \
+            applied = self.clock.seconds()
+            # A journal holding many records of the earlier form (maps), read at half the
+            # speed of rows, is upgraded in place, once, when nothing in it was refused
+            # or damaged.
+            upgrade = loaded.maps >= max(_UPGRADE_AT, len(ops) // 4) and not refused \
                 and not loaded.damaged
             if upgrade:
                 self.journal.rewrite(ops)
             del ops[:]
         if upgrade:
             log.info("journal: {n} records rewritten as rows in {s:.2f} s ({maps} were maps)",
-                     n=self.board.applied, maps=loaded.maps, s=time.monotonic() - applied)
+                     n=self.board.applied, maps=loaded.maps, s=self.clock.seconds() - applied)
         if loaded.torn:
             log.info("journal: cut {cut} bytes of torn tail (a crash mid-write; never "
                      "acknowledged)", cut=loaded.torn)
@@ -268,14 +252,14 @@ class BoardServer(service.Service):
             log.error("journal: {length} damaged bytes at offset {offset} moved aside to "
                       "{aside}; the operations on them are fetched from the peers",
                       length=length, offset=offset, aside=str(self.journal.damaged_path))
-        for why in refused:
+        for why in refused[:5]:  # the first few reasons
             log.error("journal: skipped an invalid record: {why}", why=why)
-        if invalid:
-            log.error("journal: skipped {n} invalid records in all", n=invalid)
+        if refused:
+            log.error("journal: skipped {n} invalid records in all", n=len(refused))
         log.info("{name}: restored {n} operations from {dir} in {s:.2f} s (journal read "
                  "{read:.2f} s, applied {applied:.2f} s)", name=self.cfg.name,
                  n=self.board.applied, dir=str(self.cfg.data_dir),
-                 s=time.monotonic() - began, read=read - began, applied=applied - read)
+                 s=self.clock.seconds() - began, read=read - began, applied=applied - read)
 
     def _start_failed(self, failure: Any) -> None:
         """A start that cannot finish is not left half-running: say why and exit, so the
