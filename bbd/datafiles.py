@@ -11,7 +11,7 @@ visible name is a hard link to one of them, swapped by ``rename``. A flush bring
 recently visible inode up to date (copying, in the kernel, the entries of the last flushes
 from the visible one, then writing the new ones), fsyncs it and makes it visible. An inode
 is modified only ``RING - 1`` flushes after it stopped being visible: that is the grace a
-reader holding a file open has (two snapshot intervals, two seconds by default).
+reader holding a file open has (two snapshot intervals, 1.5 s by default).
 
 One array of byte offsets per file (8 bytes an entry) serves every inode of its ring.
 Nothing here ever reads back what it wrote, except for the in-kernel copy between inodes.

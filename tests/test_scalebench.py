@@ -44,5 +44,5 @@ def test_the_data_files_probe_sees_acknowledged_posts_reach_the_files(tmp_path: 
     finally:
         setup.stop()
     assert result["failed"] == 0
-    # Flushed every snapshot_interval (1 s): a probed post is in the file within about that.
+    # Flushed every snapshot_interval (0.75 s): a probed post is in the file within about that.
     assert 0 < result["files_lag_s"] < 3.0
