@@ -21,9 +21,9 @@ from bbd.state import Board, Op
 
 def foreign_problem(op: Op, board: Board, known: Collection[str]) -> str | None:
     """Why an operation from a peer (pull page, competitor) must be refused, or None."""
-    if op.origin not in known:
+    if op[1] not in known:
         return f"{op.id}: unknown origin '{op.origin}'"
-    held = board.ops.get(op.id)
+    held = board.get(op[1], op[2])
     if held is not None and held != op:
         return f"{op.id}: differs from the operation held under that id"
     return None
@@ -42,20 +42,28 @@ def replicate_problem(ops: list[Op], board: Board, own: str, known: Collection[s
                       pending: Collection[str] = ()) -> str | None:
     """Why a ``replicate`` must be refused as a whole, or None. ``pending``: ids of
     operations accepted and not yet durable (so not yet in ``board``)."""
-    origins = {op.origin for op in ops}
+    origins = {op[1] for op in ops}
     if len(origins) > 1:
         return f"operations of several origins {sorted(origins)} in one replicate"
     if own in origins:
         return f"operations claiming to be ours ({own})"
     top = 0
+    get = board.get
     for op in ops:
-        problem = foreign_problem(op, board, known)
-        if problem:
-            return problem
-        if op.id in board.ops or op.id in pending:
+        origin, seq = op[1], op[2]
+        if origin not in known:
+            return f"{op.id}: unknown origin '{origin}'"
+        held = get(origin, seq)
+        if held is not None:
+            if held != op:
+                return f"{op.id}: differs from the operation held under that id"
             continue  # a resend of what we hold: idempotent
-        top = held_top(op.origin, board, pending, top)
-        if op.seq != top + 1:
-            return f"{op.id}: sequence does not follow {op.origin}:{top}"
-        top = op.seq
+        if pending and op.id in pending:
+            continue
+        # The usual batch follows what is held, one by one: the next is top + 1.
+        if seq != top + 1 or not top:
+            top = held_top(origin, board, pending, top)
+        if seq != top + 1:
+            return f"{op.id}: sequence does not follow {origin}:{top}"
+        top = seq
     return None

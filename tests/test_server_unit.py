@@ -11,8 +11,9 @@ import pytest
 from twisted.internet import defer, task
 
 from bbd import config, protocol
+from bbd.protocol import ProtocolError
 from bbd.services.frontend import MAX_QUEUED
-from bbd.services.replication import _chunks
+from bbd.services.replication import _page
 from bbd.services.server import BoardServer, ServerConfig
 from bbd.state import Op
 
@@ -79,10 +80,13 @@ def test_replication_pages_are_sized_in_encoded_bytes() -> None:
                                             "message": "\U0001f600" * 60_000})
            for i in range(1, 9)]
     budget = 512 * 1024
-    pages = list(_chunks(ops, budget))
-    assert sum(len(p) for p in pages) == len(ops)
+    pages, rest = [], ops
+    while rest:  # as _send_outbox cuts a batch into replicate messages
+        pages.append(_page(rest, budget, rows=True))
+        rest = rest[len(pages[-1]):]
+    assert sum(len(p) for p in pages) == len(ops) and len(pages) > 1
     for page in pages:
-        size = len(protocol.encode({"ops": [op.to_dict() for op in page]}))
+        size = len(protocol.encode({"rows": page}))
         assert size <= budget + 64
 
 
@@ -352,6 +356,40 @@ def test_a_replicate_behind_one_still_being_journaled_is_taken(tmp_path: Path) -
     assert server.board.vector["servidor-2"] == 2
 
 
+def _replicate_rows(server: BoardServer, rows: list) -> defer.Deferred:
+    """A replicate as an origin sends it now: rows, through msgpack and back."""
+    return defer.maybeDeferred(server.replication._replicate_in, protocol.decode(
+        protocol.encode({"service": "replicate", "data": {"rows": rows}})))
+
+
+def test_a_replicate_of_rows_lands_the_operations_a_replicate_of_maps_lands(
+        tmp_path: Path) -> None:
+    ops = [Op("servidor-2", 1, 3, "login", 1.5, {"user": "ana"}, "r1"),
+           Op("servidor-2", 2, 4, "publish", 2.0,
+              {"user": "ana", "channel": "geral", "message": "oi"}, "r2")]
+    held = []
+    for form, tmp in (("rows", tmp_path / "rows"), ("maps", tmp_path / "maps")):
+        server, _, _ = make_server(tmp)
+        server.replication._known_origins = lambda: {"servidor-1", "servidor-2"}
+        server.committer.submit = lambda records: defer.succeed(None)
+        reply = (_replicate_rows(server, ops) if form == "rows" else _replicate(server, ops)).result
+        assert reply["status"] == "OK"
+        held.append([server.board.get("servidor-2", seq) for seq in (1, 2)])
+    assert held[0] == held[1] == ops
+
+
+def test_a_malformed_row_is_refused_as_from_dict_refuses_it(tmp_path: Path) -> None:
+    server, _, _ = make_server(tmp_path)
+    server.replication._known_origins = lambda: {"servidor-1", "servidor-2"}
+    server.committer.submit = lambda records: defer.succeed(None)
+    bad = [1, "servidor-2", 1, "login", 1.0, None, "", None, None]  # an empty user name
+    failure = _replicate_rows(server, [bad])
+    failure.addErrback(lambda f: f.value)
+    assert isinstance(failure.result, ProtocolError)
+    assert "malformed operation" in failure.result.description
+    assert server.board.get("servidor-2", 1) is None
+
+
 def test_a_gap_is_refused_with_where_our_copy_stops(tmp_path: Path) -> None:
     server, _, _ = make_server(tmp_path)
     server.replication._known_origins = lambda: {"servidor-1", "servidor-2"}
@@ -440,7 +478,8 @@ def test_one_replicate_round_is_out_at_a_time_and_the_next_takes_all_that_waited
     rounds: list[tuple[list[str], defer.Deferred]] = []
 
     def ask(client: Any, service: str, data: dict) -> defer.Deferred:
-        rounds.append(([o["fields"]["user"] for o in data["ops"]], defer.Deferred()))
+        # Rows on the wire: a login's first field is its user.
+        rounds.append(([row[6] for row in data["rows"]], defer.Deferred()))
         return rounds[-1][1]
 
     server.ask = ask

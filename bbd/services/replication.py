@@ -10,7 +10,7 @@ in the README's replication section.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -240,9 +240,13 @@ class Replication:
         self._outbox_call = None
         batch, self._outbox = self._outbox, []
         try:
-            for chunk in _chunks([op for op, _ in batch], self._page_bytes()):
+            ops, budget = [op for op, _ in batch], self._page_bytes()
+            while ops:
+                # Rows (the tuples as they are, encoded in C), as pull pages are sent.
+                chunk = _page(ops, budget, rows=True)
+                ops = ops[len(chunk):]
                 peers = [p for p in self.peers.values() if p.up]
-                data = {"ops": [op.to_dict() for op in chunk]}
+                data = {"rows": chunk}
                 results = yield defer.DeferredList(
                     [self.host.ask(p.repl_client, "replicate", data) for p in peers],
                     consumeErrors=True)
@@ -295,11 +299,11 @@ class Replication:
         if any(op is None for op in lacking):
             return defer.succeed(refusal)
         ops = [*lacking, *chunk]
-        if sum(len(protocol.encode(op.to_dict())) for op in ops) > self._page_bytes():
+        if len(protocol.encode(ops)) > self._page_bytes():
             return defer.succeed(refusal)
         log.info("peer {peer} lacks {n} operations of ours before {op}: sending them along",
                  peer=peer.name, n=len(lacking), op=chunk[0].id)
-        return self.host.ask(peer.repl_client, "replicate", {"ops": [op.to_dict() for op in ops]})
+        return self.host.ask(peer.repl_client, "replicate", {"rows": ops})
 
     def _take(self, ops: Iterable[Op]) -> tuple[int, defer.Deferred]:
         """Take operations from a peer or a file: how many were new, and a Deferred that
@@ -371,13 +375,18 @@ class Replication:
             peer.up = True
             log.info("peer {peer} is answering again", peer=peer.name)
 
-    @defer.inlineCallbacks
     def _replicate_in(self, req: Request) -> Any:
-        raw = req.data.get("ops")
+        """Take an origin's batch (rows, or maps from a peer that sends them) and answer
+        once it is durable here. Plain callbacks: this runs for every write on every
+        peer."""
+        rows, raw = req.data.get("rows"), req.data.get("ops")
         try:
-            if not isinstance(raw, list):
-                raise ValueError("replicate needs an 'ops' list")
-            ops = [Op.from_dict(d if isinstance(d, dict) else {}) for d in raw]
+            if isinstance(rows, list):
+                ops = ops_from_rows(rows)
+            elif isinstance(raw, list):
+                ops = [Op.from_dict(d if isinstance(d, dict) else {}) for d in raw]
+            else:
+                raise ValueError("replicate needs a 'rows' or an 'ops' list")
         except ValueError as e:
             raise ProtocolError(str(e), "replicate") from None
         problem = entitlement.replicate_problem(ops, self.host.board, self.host.cfg.name,
@@ -391,13 +400,23 @@ class Replication:
                                                        self.incoming.keys())
             return refusal
         _, durable = self._take(ops)
-        yield durable  # journaled before we ack: the origin may then tell its client
+        # Journaled before we ack: the origin may then tell its client.
+        return durable.addCallback(self._replicated, ops)
+
+    def _replicated(self, _: Any, ops: list[Op]) -> Any:
+        """Once our own writes that compete with ``ops`` on a key have landed (so they
+        count), the acknowledgement with the operations held that beat ``ops``."""
         keys = {key for op in ops for key in op.keys()}
-        yield self.host.unapplied_where(lambda own: not keys.isdisjoint(own.keys()))
-        if ops:
-            self._mark_up(self.peers.get(ops[0].origin))
-        beaten = {c.id: c for op in ops for c in self.host.board.competitors(op)}
-        return {"status": "OK", "competitors": [c.to_dict() for c in beaten.values()]}
+        rivals = self.host.unapplied_where(lambda own: not keys.isdisjoint(own.keys())) \
+            if keys else None
+
+        def ack(_: Any = None) -> dict[str, Any]:
+            if ops:
+                self._mark_up(self.peers.get(ops[0].origin))
+            beaten = {c.id: c for op in ops for c in self.host.board.competitors(op)}
+            return {"status": "OK", "competitors": [c.to_dict() for c in beaten.values()]}
+
+        return ack() if rivals is None else rivals.addCallback(ack)
 
     @defer.inlineCallbacks
     def _pull_in(self, req: Request) -> Any:
@@ -571,20 +590,3 @@ def _page(ops: list[Op], budget: int, rows: bool = False) -> list[Any]:
         n = max(1, min(n - 1, int(n * budget / size * 0.98)))
         del page[n:]
     return page
-
-
-def _chunks(ops: list[Op], budget: int) -> Iterator[list[Op]]:
-    """Split operations into messages whose encoded operations take at most ``budget``
-    bytes (one operation alone may take more: the frame limit is twice the budget, and
-    no valid operation comes near it)."""
-    chunk: list[Op] = []
-    size = 0
-    for op in ops:
-        cost = len(protocol.encode(op.to_dict()))
-        if chunk and size + cost > budget:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(op)
-        size += cost
-    if chunk:
-        yield chunk
