@@ -31,6 +31,9 @@ class GroupCommit:
         self._pending: list[Any] = []
         self._waiters: list[defer.Deferred] = []
         self._call: Any = None  # the end-of-turn write, while one is due
+        # Called once a batch's waiters have all been told (replication sends the batch's
+        # operations right then, rather than a reactor turn later).
+        self.after: Callable[[], None] | None = None
 
     def submit(self, records: list[Any]) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
@@ -53,6 +56,8 @@ class GroupCommit:
         else:
             for d in waiters:
                 d.callback(None)
+        if self.after is not None:
+            self.after()
 
     def idle(self) -> bool:
         return self._call is None and not self._pending

@@ -94,3 +94,17 @@ def test_a_failed_write_fails_its_whole_batch_and_later_batches_work(
     later = track(gc.submit(["c"]))
     clock.advance(0)
     assert later == [("ok", None)] and disk.batches == [["c"]]
+
+
+def test_after_runs_once_a_batch_s_waiters_were_all_told_even_when_it_failed(
+        disk: Disk, clock: task.Clock) -> None:
+    committer = GroupCommit(disk.write, clock)
+    seen: list[list] = []
+    outcomes = [track(committer.submit([i])) for i in range(2)]
+    committer.after = lambda: seen.append([len(o) for o in outcomes])
+    clock.advance(0)
+    assert seen == [[1, 1]]  # both told before
+    disk.broken = True
+    outcomes = [track(committer.submit([9]))]
+    clock.advance(0)
+    assert seen == [[1, 1], [1]] and outcomes[0][0][0] == "err"

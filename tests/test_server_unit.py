@@ -499,6 +499,30 @@ def test_one_replicate_round_is_out_at_a_time_and_the_next_takes_all_that_waited
     assert all(r["data"]["status"] == "sucesso" for _, r in front.replies)
 
 
+def test_a_journal_batch_leaves_for_the_peers_as_soon_as_it_is_durable(
+        tmp_path: Path) -> None:
+    """The end-of-turn write that makes a batch durable sends its round too: no further
+    reactor turn between a write's fsync and its replicate."""
+    from bbd.services.replication import Peer
+
+    server, clock, _ = make_server(tmp_path)
+    server.catchup.finished()
+    server._resumed_from_pause = lambda: False
+    written: list[list] = []
+    server.committer._write = written.append
+    server.replication.peers["servidor-2"] = Peer("servidor-2", 2, "tcp://x:2", "tcp://x:1")
+    rounds: list[list[str]] = []
+    server.ask = lambda client, service, data: rounds.append(
+        [row[6] for row in data["rows"]]) or defer.Deferred()
+    for user in ("ana", "bia"):
+        server.clients.on_request([user.encode()], request("login", user=user))
+    [commit] = clock.getDelayedCalls()  # the end of this turn: one write for both
+    commit.func(*commit.args, **commit.kw)
+    assert len(written) == 1 and rounds == [["ana", "bia"]]
+    # ... and did not wait for another turn (the commit, called by hand, is still listed).
+    assert [c for c in clock.getDelayedCalls() if c is not commit] == []
+
+
 # -- pull pages: served as large as the puller takes, taken in bulk ------------------------
 
 def _pull_in(server: BoardServer, **data: Any) -> dict:

@@ -207,6 +207,14 @@ class Replication:
         if self._outbox and not self._sends and self._outbox_call is None:
             self._outbox_call = self.host.clock.callLater(0, self._outbox_due)
 
+    def send_due(self) -> None:
+        """A journal batch was just made durable and its writers queued their operations:
+        the round waiting for the next turn leaves now, with every one of them."""
+        call_ = self._outbox_call
+        if call_ is not None and hasattr(call_, "cancel") and call_.active():
+            call_.cancel()
+            self._outbox_due()
+
     def _outbox_due(self) -> defer.Deferred:
         """Send the outbox, keeping the send until it ends (the stop waits for it)."""
         d = self._send_outbox()
@@ -226,11 +234,7 @@ class Replication:
         empty and the last round ended, when every write waiting for its replicates has
         been answered."""
         while True:
-            call_ = self._outbox_call
-            if call_ is not None and hasattr(call_, "cancel") and call_.active():
-                call_.cancel()
-                self._outbox_call = None
-                self._outbox_due()
+            self.send_due()
             if not self._sends:
                 return
             yield defer.gatherResults(list(self._sends))

@@ -102,6 +102,7 @@ class BoardServer(service.Service):
         self._tick_call: Any = None  # the catch-up machine's next tick
         # Peers, replication, pulls, catch-up (replication.py), through ``WritePath``.
         self.replication = Replication(self)
+        self.committer.after = self.replication.send_due
         # The rank, the heartbeats and the peer list (bbd/services/registration.py). Asks
         # through ``ask`` as looked up at each call (the unit tests replace it).
         self.registration = ReferenceLink(
