@@ -17,6 +17,11 @@ scalebench's own load generator, broker and keys:
   message (one round out at a time, what became durable meanwhile goes in the next); a peer
   appends and fsyncs them at the end of its turn and acks; both acks reply to the round.
 - ``floor, 3 nodes, no fsync``: the same without the fsync (the disk's share).
+- ``floor, 3 nodes, fsync, replicate first``: a round leaves before the local fsync (the
+  peers' fsyncs overlap the origin's; a reply still waits for all three), as issue 11
+  suggests for the board.
+- ``floor, 3 nodes, fsync, replicate first, preallocated``: and the journals written over
+  zeroed files with ``fdatasync`` (no metadata per sync): the leanest this stack allows.
 - ``floor, 1 node, fsync``: group commit alone, no peers.
 
 It is a floor because it does only what the durability contract and the message pattern
@@ -63,6 +68,7 @@ STATS = b"stats"  # a request on a node's peer port: its counters, msgpack
 CREDIT = 64  # as scalebench's echo worker
 HEARTBEAT = 0.25
 MAX_BYTES = 16 * 1024 * 1024
+PREALLOC = 64 * 1024 * 1024  # journal zeroed ahead, per step (the leanest floor)
 ROUND_TIMEOUT = 1.0  # a peer silent this long is asked again (the floor never gives up)
 
 
@@ -163,6 +169,49 @@ class Floor:
         return dict(vars(self.counters))
 
 
+# -- the journal ------------------------------------------------------------------------
+
+class Journal:
+    """An append-only file. ``prealloc``: written over a file of zeros made (and fsync'd)
+    beforehand, ``prealloc`` bytes at a time, so that a write never grows the file and
+    ``fdatasync`` has no metadata to commit (as databases keep their log segments); the
+    records are as durable, each sync costs less (measured on this disk, 200-600 byte
+    records: 0.38 -> 0.21 ms per sync, p50)."""
+
+    def __init__(self, path: str, prealloc: int = 0) -> None:
+        self.prealloc = prealloc
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | (0 if prealloc else os.O_APPEND),
+                          0o644)
+        self.offset = self.size = 0
+        if prealloc:
+            self._grow()
+
+    def _grow(self) -> None:
+        zeros = bytes(1 << 20)
+        for at in range(self.size, self.size + self.prealloc, len(zeros)):
+            os.pwrite(self.fd, zeros, at)
+        self.size += self.prealloc
+        os.fsync(self.fd)  # the new length and its blocks, once
+
+    def write(self, data: bytes) -> None:
+        if not self.prealloc:
+            while data:
+                data = data[os.write(self.fd, data):]
+            return
+        while self.offset + len(data) > self.size:
+            self._grow()
+        while data:
+            n = os.pwrite(self.fd, data, self.offset)
+            self.offset += n
+            data = data[n:]
+
+    def sync(self) -> None:
+        if self.prealloc:
+            os.fdatasync(self.fd)
+        else:
+            os.fsync(self.fd)
+
+
 # -- the node processes (thin: the core wired to sockets) ---------------------------------
 
 def run_echo_node(broker: str, keys_dir: str) -> None:
@@ -187,7 +236,8 @@ def run_echo_node(broker: str, keys_dir: str) -> None:
 
 
 def run_floor_node(name: str, broker: str, keys_dir: str, bind: str, peers: list[str],
-                   journal: str, fsync: bool, early: bool = False) -> None:
+                   journal: str, fsync: bool, early: bool = False,
+                   prealloc: int = 0) -> None:
     from twisted.internet import reactor
 
     from bbd import sockets
@@ -195,14 +245,10 @@ def run_floor_node(name: str, broker: str, keys_dir: str, bind: str, peers: list
     keys = auth.load(Path(keys_dir))
     factory = sockets.make_factory()
     guard = auth.Guard(factory.context, keys).start()  # before the bind, as the servers
-    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    log = Journal(journal, prealloc)
     outbound = auth.client_options(keys)
     clients = [sockets.DealerClient(factory, url, reactor, MAX_BYTES, outbound)
                for url in peers]
-
-    def write(data: bytes) -> None:
-        while data:
-            data = data[os.write(fd, data):]
 
     def send_to(client: Any, body: bytes) -> None:
         d = client.request(body, ROUND_TIMEOUT, connect_wait=ROUND_TIMEOUT)
@@ -220,7 +266,7 @@ def run_floor_node(name: str, broker: str, keys_dir: str, bind: str, peers: list
         else:
             core.replicate(envelope, msgpack.unpackb(body))
 
-    core = Floor(reactor, write, (lambda: os.fsync(fd)) if fsync else None, len(clients),
+    core = Floor(reactor, log.write, log.sync if fsync else None, len(clients),
                  send_round, lambda envelope: worker.reply(envelope, REPLY),
                  lambda envelope: router.reply(envelope, ACK), early)
     router = sockets.RouterServer(factory, [sockets.bind(bind)], on_peer, MAX_BYTES,
@@ -282,9 +328,9 @@ class FloorNodes(Setup):
     a board of that size would use."""
 
     def __init__(self, name: str, root: Path, nodes: int, fsync: bool,
-                 early: bool = False) -> None:
+                 early: bool = False, prealloc: int = 0) -> None:
         super().__init__(name, root, nodes, 0)
-        self.nodes, self.fsync, self.early = nodes, fsync, early
+        self.nodes, self.fsync, self.early, self.prealloc = nodes, fsync, early, prealloc
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
 
@@ -309,6 +355,8 @@ class FloorNodes(Setup):
                 argv.append("--no-fsync")
             if self.early:
                 argv.append("--early")
+            if self.prealloc:
+                argv += ["--prealloc", str(self.prealloc)]
             self.cluster.procs[name] = subprocess.Popen(argv)
         wait_for(lambda: _routed(self.cluster, self.names()), 30,
                  f"the nodes of {self.name} to be routed to")
@@ -425,6 +473,9 @@ def main(argv: list[str] | None = None) -> None:
                                  False).start())
         setups.append(FloorNodes("floor, 3 nodes, fsync, replicate first", root / "f3-early",
                                  3, True, early=True).start())
+        setups.append(FloorNodes("floor, 3 nodes, fsync, replicate first, preallocated",
+                                 root / "f3-lean", 3, True, early=True,
+                                 prealloc=PREALLOC).start())
         if not args.no_single:
             setups.append(FloorNodes("floor, 1 node, fsync", root / "f1", 1, True).start())
         for setup in setups:  # connections made, CURVE handshakes done, code paths warm
@@ -446,7 +497,7 @@ def main(argv: list[str] | None = None) -> None:
             if isinstance(setup, FloorNodes):
                 print(f"{setup.name}: counters per node {setup.stats()}", flush=True)
         print(f"load average: {os.getloadavg()[0]:.2f} (1 min)", flush=True)
-        print(table(runs, [s.name for s in setups[1:]], args.clients), flush=True)
+        print(table(runs, [s.name for s in setups], args.clients), flush=True)
     finally:
         for setup in setups:
             setup.stop()
@@ -463,9 +514,10 @@ def _node_main(argv: list[str]) -> None:
     p.add_argument("--journal", required=True)
     p.add_argument("--no-fsync", action="store_true")
     p.add_argument("--early", action="store_true", help="replicate before the local fsync")
+    p.add_argument("--prealloc", type=int, default=0, help="journal preallocated, bytes")
     a = p.parse_args(argv)
     run_floor_node(a.node, a.broker, a.keys, a.bind, a.peer, a.journal, not a.no_fsync,
-                   a.early)
+                   a.early, a.prealloc)
 
 
 if __name__ == "__main__":

@@ -125,3 +125,17 @@ def test_three_nodes_answer_only_while_both_peers_ack(tmp_path: Path) -> None:
         started = time.monotonic()
         nodes.stop()
         assert time.monotonic() - started < 10
+
+
+def test_a_preallocated_journal_is_written_over_zeros_and_grows_a_step_at_a_time(
+        tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    journal = floorbench.Journal(str(path), prealloc=1 << 20)
+    assert path.stat().st_size == 1 << 20
+    journal.write(b"a" * 1000)
+    journal.write(b"b" * (1 << 20))  # past the end: one more step of zeros first
+    journal.sync()
+    data = path.read_bytes()
+    assert len(data) == 2 << 20
+    assert data[:1000] == b"a" * 1000 and data[1000:1000 + (1 << 20)] == b"b" * (1 << 20)
+    assert data[1000 + (1 << 20):] == bytes((2 << 20) - 1000 - (1 << 20))
