@@ -466,18 +466,19 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(tempfile.mkdtemp(prefix="bbd-floorbench-"))  # as scalebench: same disk
     setups: list[Setup] = []
     try:
-        setups.append(Echo(root / "echo").start())
-        setups.append(TwistedEcho(root / "twisted-echo").start())
-        setups.append(FloorNodes("floor, 3 nodes, fsync", root / "f3", 3, True).start())
-        setups.append(FloorNodes("floor, 3 nodes, no fsync", root / "f3-nofsync", 3,
-                                 False).start())
-        setups.append(FloorNodes("floor, 3 nodes, fsync, replicate first", root / "f3-early",
-                                 3, True, early=True).start())
-        setups.append(FloorNodes("floor, 3 nodes, fsync, replicate first, preallocated",
-                                 root / "f3-lean", 3, True, early=True,
-                                 prealloc=PREALLOC).start())
+        planned: list[Setup] = [
+            Echo(root / "echo"), TwistedEcho(root / "twisted-echo"),
+            FloorNodes("floor, 3 nodes, fsync", root / "f3", 3, True),
+            FloorNodes("floor, 3 nodes, no fsync", root / "f3-nofsync", 3, False),
+            FloorNodes("floor, 3 nodes, fsync, replicate first", root / "f3-early", 3, True,
+                       early=True),
+            FloorNodes("floor, 3 nodes, fsync, replicate first, preallocated", root / "f3-lean",
+                       3, True, early=True, prealloc=PREALLOC)]
         if not args.no_single:
-            setups.append(FloorNodes("floor, 1 node, fsync", root / "f1", 1, True).start())
+            planned.append(FloorNodes("floor, 1 node, fsync", root / "f1", 1, True))
+        for setup in planned:
+            setups.append(setup)  # stopped at the end even if its start fails
+            setup.start()
         for setup in setups:  # connections made, CURVE handshakes done, code paths warm
             load(setup.frontend, 2, 1.0, 1)
         startup = {n: loadgen_startup(n, args.procs) for n in args.clients}
