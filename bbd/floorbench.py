@@ -245,7 +245,7 @@ def run_floor_node(name: str, broker: str, keys_dir: str, bind: str, peers: list
     keys = auth.load(Path(keys_dir))
     factory = sockets.make_factory()
     guard = auth.Guard(factory.context, keys).start()  # before the bind, as the servers
-    log = Journal(journal, prealloc)
+    records = Journal(journal, prealloc)
     outbound = auth.client_options(keys)
     clients = [sockets.DealerClient(factory, url, reactor, MAX_BYTES, outbound)
                for url in peers]
@@ -266,7 +266,7 @@ def run_floor_node(name: str, broker: str, keys_dir: str, bind: str, peers: list
         else:
             core.replicate(envelope, msgpack.unpackb(body))
 
-    core = Floor(reactor, log.write, log.sync if fsync else None, len(clients),
+    core = Floor(reactor, records.write, records.sync if fsync else None, len(clients),
                  send_round, lambda envelope: worker.reply(envelope, REPLY),
                  lambda envelope: router.reply(envelope, ACK), early)
     router = sockets.RouterServer(factory, [sockets.bind(bind)], on_peer, MAX_BYTES,
