@@ -31,7 +31,10 @@ parsing of the client's request, no state, no logging: the board does all of thi
 so it cannot be faster than this on the same machine.
 
     python -m bbd.floorbench [--clients 1 16] [--seconds 4] [--rounds 3] [--procs 4]
-                             [--no-single]
+                             [--no-single] [--board] [--only TEXT...]
+
+``--board`` adds the board itself (``bbd.scalebench``'s three servers) to the same rounds:
+how far above its floor it is, in one run.
 """
 
 from __future__ import annotations
@@ -454,6 +457,13 @@ def table(runs: dict[tuple[str, int], list[dict[str, float]]], names: list[str],
 
 # -- main --------------------------------------------------------------------------------
 
+def chosen(setups: list[Setup], only: list[str]) -> list[Setup]:
+    """The setups whose name holds one of ``only`` (all if none), the echo always: every
+    ratio is to the echo of the same round."""
+    return [s for s in setups if not only or s.name == "echo"
+            or any(text in s.name for text in only)]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bbd.floorbench", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -462,6 +472,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--procs", type=int, default=4, help="load generator processes")
     p.add_argument("--no-single", action="store_true", help="leave out the 1-node floor")
+    p.add_argument("--board", action="store_true",
+                   help="and the board itself (3 servers, empty), in the same rounds")
+    p.add_argument("--only", nargs="+", default=[], metavar="TEXT",
+                   help="only the setups whose name holds one of these (the echo always)")
     args = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bbd-floorbench-"))  # as scalebench: same disk
     setups: list[Setup] = []
@@ -476,6 +490,9 @@ def main(argv: list[str] | None = None) -> None:
                        3, True, early=True, prealloc=PREALLOC)]
         if not args.no_single:
             planned.append(FloorNodes("floor, 1 node, fsync", root / "f1", 1, True))
+        if args.board:
+            planned.append(Setup("board, 3 servers", root / "board", 3, 0))
+        planned = chosen(planned, args.only)
         for setup in planned:
             setups.append(setup)  # stopped at the end even if its start fails
             setup.start()

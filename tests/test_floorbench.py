@@ -139,3 +139,14 @@ def test_a_preallocated_journal_is_written_over_zeros_and_grows_a_step_at_a_time
     assert len(data) == 2 << 20
     assert data[:1000] == b"a" * 1000 and data[1000:1000 + (1 << 20)] == b"b" * (1 << 20)
     assert data[1000 + (1 << 20):] == bytes((2 << 20) - 1000 - (1 << 20))
+
+
+def test_only_keeps_the_named_setups_and_always_the_echo() -> None:
+    from types import SimpleNamespace
+
+    setups = [SimpleNamespace(name=n) for n in (
+        "echo", "twisted echo", "floor, 3 nodes, fsync", "floor, 3 nodes, no fsync",
+        "board, 3 servers")]
+    names = [s.name for s in floorbench.chosen(setups, ["nodes, fsync", "board"])]
+    assert names == ["echo", "floor, 3 nodes, fsync", "board, 3 servers"]
+    assert floorbench.chosen(setups, []) == setups
