@@ -60,7 +60,7 @@ test: install test-packages lint
 bench: install
 	$(PY) -m bbd.scalebench
 	$(PY) -m bbd.benchmarks
-	$(PY) -m bbd.benchmarks --compare auth
+	$(PY) -m bbd.benchmarks auth
 
 # The nemesis and checker (as root): make chaos MINUTES=30 SEED=15
 chaos: install
