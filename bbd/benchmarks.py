@@ -145,7 +145,8 @@ def broker(root: Path, args: argparse.Namespace) -> None:
             print(f"just before       {label:<18} {bench.line(just_before[label])}", flush=True)
             c.signal(victim, signal.SIGSTOP)
             try:
-                hung[label] = bench.run(c.frontend, n, args.hang, timeout=timeout)
+                hung[label] = bench.run(c.frontend, n, args.hang, timeout=timeout,
+                                        probe=False)
             finally:
                 c.signal(victim, signal.SIGCONT)
             print(f"{victim} stopped     {label:<18} {bench.line(hung[label])}", flush=True)
