@@ -189,6 +189,13 @@ class Setup:
     def pids(self) -> list[int]:
         return [self.cluster.procs[n].pid for n in self.cluster.names()]
 
+    def wait_files_written(self, timeout: float = 600) -> None:
+        """Until every server has written its data files (a server started from a
+        journal writes them from scratch first, in a thread: seconds at a million)."""
+        c = self.cluster
+        wait_for(lambda: all((c.status(n) or {}).get("files_current") for n in c.names()),
+                 timeout, f"the data files of {self.name} with {self.history:,} posts")
+
     def stop(self) -> None:
         self.cluster.stop()
 
@@ -401,11 +408,7 @@ def recovery_only(history: list[int]) -> None:
             setup = Setup("3 servers", root / f"s3-h{h}", 3, h)
             try:
                 setup.start()
-                # As after the load rounds: every server idle, its files written.
-                cluster = setup.cluster
-                wait_for(lambda c=cluster: all((c.status(n) or {}).get("files_current")
-                                               for n in c.names()), 600,
-                         "the servers' data files to be written")
+                setup.wait_files_written()  # as after the load rounds
                 rows.append((h, recovery(setup)))
             finally:
                 setup.stop()
@@ -453,9 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         # A server started from a journal writes its data files from scratch first (in a
         # thread, seconds at a million posts): the rounds measure the board after that.
         for setup in setups[1:]:
-            wait_for(lambda c=setup.cluster: all((c.status(n) or {}).get("files_current")
-                                                 for n in c.names()), 600,
-                     f"the data files of {setup.name} with {setup.history:,} posts")
+            setup.wait_files_written()
         runs: dict[tuple[str, int, int], list[dict]] = {}
         for r in range(args.rounds):
             for n in args.clients:

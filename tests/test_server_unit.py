@@ -90,6 +90,18 @@ def test_replication_pages_are_sized_in_encoded_bytes() -> None:
         assert size <= budget + 64
 
 
+def test_a_replicate_round_that_fits_is_encoded_once_to_size_it(monkeypatch) -> None:
+    from bbd.services import replication
+
+    encoded: list[int] = []
+    real = protocol.encode
+    monkeypatch.setattr(replication.protocol, "encode",
+                        lambda obj, *a: encoded.append(len(obj)) or real(obj, *a))
+    ops = [Op("s1", i, i, "login", 1.0, {"user": f"u{i}"}) for i in range(1, 6)]
+    assert _page(ops, 64 * 1024, rows=True) == ops
+    assert encoded == [5]
+
+
 @pytest.mark.parametrize("service,field", [("users", "users"), ("channels", "channels")])
 def test_client_replies_carry_their_fields_flat_too(tmp_path: Path, service: str,
                                                     field: str) -> None:

@@ -388,7 +388,7 @@ class Replication:
             if isinstance(rows, list):
                 ops = ops_from_rows(rows)
             elif isinstance(raw, list):
-                ops = [Op.from_dict(d if isinstance(d, dict) else {}) for d in raw]
+                ops = ops_from_dicts(raw)
             else:
                 raise ValueError("replicate needs a 'rows' or an 'ops' list")
         except ValueError as e:
@@ -584,8 +584,10 @@ def _page(ops: list[Op], budget: int, rows: bool = False) -> list[Any]:
     if not ops:
         return []
     sample = ops[:64] if rows else [op.to_dict() for op in ops[:64]]
-    each = len(protocol.encode(sample)) / len(sample)
-    n = max(1, min(len(ops), int(budget / each)))
+    size = len(protocol.encode(sample))
+    if len(sample) == len(ops) and size <= budget:
+        return sample  # the usual replicate round: all of it, encoded once here
+    n = max(1, min(len(ops), int(budget * len(sample) / size)))
     page = ops[:n] if rows else sample[:n] + [op.to_dict() for op in ops[len(sample):n]]
     while n > 1:
         size = len(protocol.encode(page))
